@@ -1,0 +1,178 @@
+"""JSONL training records: validation, loading, format detection.
+
+Two formats exist:
+- ``fim``:  ``{"prefix": str, "middle": str, "suffix": str}`` (extra keys such as ``file``,
+  ``line``, ``kind`` are kept and ignored by training).
+- ``chat``: ShareGPT ``{"conversations": [{"from": "human"|"gpt"|"system", "value": str}]}``
+  or OpenAI ``{"messages": [{"role": "user"|"assistant"|"system", "content": str}]}``.
+
+Every error names the file and the 1-based line, so a bad record in a 100k-line file is found
+at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+FORMATS = ("fim", "chat")
+FIM_KEYS = ("prefix", "middle", "suffix")
+
+# ShareGPT dumps use more speaker names than the documented human/gpt/system.
+SHAREGPT_ROLES = {
+    "human": "user", "user": "user",
+    "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+    "bard": "assistant", "bing": "assistant", "model": "assistant",
+    "system": "system",
+}
+OPENAI_ROLES = ("system", "user", "assistant")
+
+
+class DataError(ValueError):
+    """A record or file that cannot be used; the message names file and line."""
+
+
+def record_format(record: dict) -> str | None:
+    """'fim' or 'chat' from the keys of one record, None when neither fits."""
+    if any(k in record for k in FIM_KEYS):
+        return "fim"
+    if "conversations" in record or "messages" in record:
+        return "chat"
+    return None
+
+
+def validate_record(record: object, data_format: str) -> None:
+    """Raise ValueError (without location) when `record` is not a valid `data_format` record."""
+    if not isinstance(record, dict):
+        raise ValueError(f"a record must be a JSON object, got {type(record).__name__}")
+    if data_format == "fim":
+        for key in FIM_KEYS:
+            if key not in record:
+                found = record_format(record)
+                hint = " (this looks like a chat record)" if found == "chat" else ""
+                raise ValueError(f"missing key {key!r}: a fim record needs prefix, middle, suffix{hint}")
+            if not isinstance(record[key], str):
+                raise ValueError(f"{key!r} must be a string, got {type(record[key]).__name__}")
+    elif data_format == "chat":
+        messages = chat_messages(record)
+        if not any(m["role"] == "assistant" for m in messages):
+            raise ValueError("no assistant message: nothing for the model to learn")
+    else:
+        raise ValueError(f"unknown data format {data_format!r}: expected one of {FORMATS}")
+
+
+def chat_messages(record: dict) -> list[dict]:
+    """The conversation of a chat record as OpenAI-style ``[{"role", "content"}]``.
+
+    Accepts ShareGPT (``conversations``/``from``/``value``) and OpenAI (``messages``/``role``/
+    ``content``). Raises ValueError on a missing key, wrong type or unknown speaker.
+    """
+    if "conversations" in record:
+        key, role_key, text_key = "conversations", "from", "value"
+    elif "messages" in record:
+        key, role_key, text_key = "messages", "role", "content"
+    else:
+        found = "fim" if record_format(record) == "fim" else "neither"
+        raise ValueError(f"missing key 'conversations' (ShareGPT) or 'messages' (OpenAI); "
+                         f"found keys {sorted(record)} ({found})")
+    turns = record[key]
+    if not isinstance(turns, list):
+        raise ValueError(f"{key!r} must be a list, got {type(turns).__name__}")
+    if not turns:
+        raise ValueError(f"{key!r} is empty")
+    messages = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise ValueError(f"{key}[{i}] must be an object, got {type(turn).__name__}")
+        for k in (role_key, text_key):
+            if k not in turn:
+                raise ValueError(f"{key}[{i}] is missing key {k!r}")
+        speaker, text = turn[role_key], turn[text_key]
+        if not isinstance(speaker, str):
+            raise ValueError(f"{key}[{i}].{role_key} must be a string, got {type(speaker).__name__}")
+        if not isinstance(text, str):
+            raise ValueError(f"{key}[{i}].{text_key} must be a string, got {type(text).__name__}")
+        if key == "conversations":
+            role = SHAREGPT_ROLES.get(speaker.lower())
+            if role is None:
+                raise ValueError(f"{key}[{i}].from is {speaker!r}: expected human, gpt or system")
+        else:
+            role = speaker
+            if role not in OPENAI_ROLES:
+                raise ValueError(f"{key}[{i}].role is {speaker!r}: expected one of {OPENAI_ROLES}")
+        messages.append({"role": role, "content": text})
+    return messages
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, object]]:
+    """Yield ``(line_number, parsed_json)`` for each non-blank line; DataError on bad JSON."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start})") from None
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: bad JSON: {e.msg} (column {e.colno})") from None
+
+
+def iter_records(path: str | Path, data_format: str = "auto") -> Iterator[tuple[int, dict]]:
+    """Like `load_jsonl`, yielding ``(line_number, record)``."""
+    path = Path(path)
+    if data_format == "auto":
+        data_format = detect_format(path)
+    elif data_format not in FORMATS:
+        raise ValueError(f"unknown data format {data_format!r}: expected one of {FORMATS}")
+    n = 0
+    for lineno, record in iter_jsonl(path):
+        try:
+            validate_record(record, data_format)
+        except ValueError as e:
+            raise DataError(f"{path}:{lineno}: {e}") from None
+        n += 1
+        yield lineno, record
+    if n == 0:
+        raise DataError(f"{path}: empty file: no records")
+
+
+def load_jsonl(path: str | Path, data_format: str = "auto") -> Iterator[dict]:
+    """Yield the records of a JSONL file, each validated as `data_format` ('fim', 'chat', 'auto').
+
+    'auto' takes the format of the first record. Blank lines are skipped. Raises DataError
+    naming file and line for bad JSON, a missing key, a wrong type, and for a file with no
+    records at all.
+    """
+    for _, record in iter_records(path, data_format):
+        yield record
+
+
+def detect_format(path: str | Path) -> str:
+    """'fim' or 'chat', read from the first record of a JSONL file."""
+    path = Path(path)
+    for lineno, record in iter_jsonl(path):
+        fmt = record_format(record) if isinstance(record, dict) else None
+        if fmt is None:
+            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise DataError(f"{path}:{lineno}: cannot tell the format: first record has {keys}; "
+                            f"fim needs prefix/middle/suffix, chat needs conversations or messages")
+        return fmt
+    raise DataError(f"{path}: empty file: no records")
+
+
+def check_format(path: str | Path, data_format: str) -> str:
+    """Refuse a file whose first record is not `data_format`; return the detected format.
+
+    For the trainer: ``--data-format fim`` on a chat file must stop before any work is done.
+    """
+    found = detect_format(path)
+    if data_format not in ("auto", found):
+        hint = "prefix/middle/suffix" if found == "fim" else "conversations/messages"
+        raise DataError(f"{path}: --data-format {data_format} given, but the file holds {found} "
+                        f"records (its first record has {hint}); use --data-format {found}")
+    return found

@@ -1,0 +1,194 @@
+"""Decoding loops as flat functions: prefill, draft a tree, verify, accept, commit (EAGLE-2/3).
+
+Both loops are generators yielding the newly accepted token ids of each base forward, so callers
+stream, count τ or stop early without flags inside the loop. Batch size 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from eagle.model.draft import Eagle3Draft
+from eagle.model.kv_cache import DraftKV, keep_path, new_base_cache
+from eagle.model.sampling import SamplingParams
+from eagle.model.tree import Tree, TreeConfig, draft_tree
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_new_tokens: int
+    eos_ids: frozenset[int]
+
+
+# ---------------------------------------------------------------------------------------------
+# base model calls
+
+def _attention_layout(config) -> tuple[str, int | None, list[str] | None]:
+    cfg = getattr(config, "text_config", None) or config
+    impl = getattr(cfg, "_attn_implementation", None) or "sdpa"
+    if "flash" in impl:
+        raise ValueError(f"attn_implementation={impl!r} cannot take a tree mask; load the base with "
+                         "attn_implementation='sdpa' or 'eager'")
+    window = getattr(cfg, "sliding_window", None)
+    if getattr(cfg, "use_sliding_window", True) is False:
+        window = None
+    layer_types = getattr(cfg, "layer_types", None)
+    return impl, window, layer_types
+
+
+def tree_attention_mask(config, cache_len: int, ancestors: torch.Tensor, dtype: torch.dtype):
+    """The 4-D mask for verifying a tree: all of the cache plus each node's own ancestors.
+
+    Returned in the form the base's attention expects (bool for sdpa, additive float for eager),
+    and per layer type for models that mix full and sliding-window layers."""
+    impl, window, layer_types = _attention_layout(config)
+    t, dev = ancestors.shape[0], ancestors.device
+    full = torch.cat([torch.ones(t, cache_len, dtype=torch.bool, device=dev), ancestors], 1)[None, None]
+
+    def windowed(mask):
+        if not window:
+            return mask
+        q_pos = cache_len + ancestors.sum(1) - 1  # depth of node = ancestors - 1
+        kv_pos = torch.arange(cache_len + t, device=dev)
+        kv_pos = torch.cat([kv_pos[:cache_len], q_pos]) if t else kv_pos
+        return mask & ((q_pos[:, None] - kv_pos[None, :]) < window)[None, None]
+
+    def fmt(mask):
+        if impl == "eager":
+            return torch.zeros(mask.shape, dtype=dtype, device=dev).masked_fill(~mask, torch.finfo(dtype).min)
+        return mask
+
+    if layer_types:
+        return {lt: fmt(windowed(full) if "sliding" in lt else full) for lt in set(layer_types)}
+    return fmt(windowed(full))
+
+
+def fused_features(hidden_states, aux_layer_ids) -> torch.Tensor:
+    """EAGLE-3 features: the base's hidden states at the aux depths, concatenated. [B, S, 3H]"""
+    return torch.cat([hidden_states[i] for i in aux_layer_ids], dim=-1)
+
+
+def prefill(base, input_ids: torch.Tensor, cache, want_features: bool):
+    out = base(input_ids=input_ids, past_key_values=cache, use_cache=True,
+               output_hidden_states=want_features, logits_to_keep=1)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# acceptance (EAGLE §3.3 / SpecInfer multi-candidate verification)
+
+def accept_greedy(tree: Tree, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Longest root path whose every token is the base's argmax; plus the base's next token.
+    logits: [T, V]. Returns (path [k+1] tree indices from the root, bonus token [])."""
+    target = logits.argmax(-1)  # [T]
+    match = tree.tokens == target[tree.parents]
+    match[0] = True
+    accepted = ~(tree.ancestors & ~match[None, :]).any(1)  # every ancestor matched
+    deepest = int(torch.where(accepted, tree.depths, -1).argmax())
+    return tree.ancestors[deepest].nonzero().squeeze(1), target[deepest]
+
+
+def accept_sampling(tree: Tree, logits: torch.Tensor, sp: SamplingParams,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lossless for deterministic (top-k) drafts: at a node with target distribution p, try the
+    children in draft order, accepting child x with probability p(x); on rejection set p(x) = 0 and
+    renormalise. This is a sequential draw from p, so the output follows p exactly. If no child is
+    accepted, the bonus token is drawn from the residual p."""
+    p_all = sp.probs(logits)  # [T, V]
+    parents, tokens = tree.parents.tolist(), tree.tokens.tolist()
+    children: dict[int, list[int]] = {}
+    for i in range(1, len(parents)):
+        children.setdefault(parents[i], []).append(i)
+    node, path = 0, [0]
+    while True:
+        p = p_all[node]
+        for c in children.get(node, []):
+            x = tokens[c]
+            if torch.rand((), generator=generator, device=p.device) < p[x]:
+                node = c
+                break
+            p = p.clone()
+            p[x] = 0.0
+            s = p.sum()
+            p = p / s if s > 0 else p_all[node]
+        else:
+            bonus = torch.multinomial(p, 1, generator=generator)[0]
+            return torch.tensor(path, device=logits.device), bonus
+        path.append(node)
+
+
+# ---------------------------------------------------------------------------------------------
+# loops
+
+def _cut(tokens: list[int], budget: int, eos_ids: frozenset[int]) -> tuple[list[int], bool]:
+    """Trim a step's tokens to the remaining budget and at the first EOS; True when done."""
+    for i, t in enumerate(tokens[:budget]):
+        if t in eos_ids:
+            return tokens[: i + 1], True
+    return tokens[:budget], len(tokens) >= budget
+
+
+@torch.no_grad()
+def naive_decode(base, input_ids: torch.Tensor, sp: SamplingParams, limits: Limits,
+                 generator: torch.Generator | None = None) -> Iterator[list[int]]:
+    """One token per base forward, through the same cache as speculative decoding."""
+    cache = new_base_cache()
+    out = prefill(base, input_ids, cache, want_features=False)
+    produced = 0
+    while True:
+        token = sp.sample(out.logits[0, -1], generator)
+        step, done = _cut([int(token)], limits.max_new_tokens - produced, limits.eos_ids)
+        produced += len(step)
+        yield step
+        if done:
+            return
+        out = base(input_ids=token.view(1, 1), past_key_values=cache, use_cache=True)
+
+
+@torch.no_grad()
+def speculative_decode(base, draft: Eagle3Draft, input_ids: torch.Tensor, sp: SamplingParams,
+                       tree_cfg: TreeConfig, limits: Limits,
+                       generator: torch.Generator | None = None) -> Iterator[list[int]]:
+    aux, embed = draft.config.aux_layer_ids, base.get_input_embeddings()
+    dev = input_ids.device
+    cache = new_base_cache()
+    n = input_ids.shape[1]
+    out = prefill(base, input_ids, cache, want_features=True)
+    token = sp.sample(out.logits[0, -1], generator)  # x_n, the first root
+    step, done = _cut([int(token)], limits.max_new_tokens, limits.eos_ids)
+    produced = len(step)
+    yield step
+    if done:
+        return
+    # the draft at position t sees (f_t, x_{t+1}) and predicts x_{t+2}
+    feats = fused_features(out.hidden_states, aux)  # [1, n, 3H]
+    d = draft(feats, embed(torch.cat([input_ids[0, 1:], token.view(1)]))[None], torch.arange(n, device=dev)[None])
+    kv, h_last = DraftKV(d.key, d.value), d.hidden[0, -1]
+    while True:
+        tree = draft_tree(draft, embed, kv, h_last, token, tree_cfg)
+        mask = tree_attention_mask(base.config, n, tree.ancestors, base.dtype)
+        out = base(input_ids=tree.tokens[None], attention_mask=mask, position_ids=(n + tree.depths)[None],
+                   past_key_values=cache, use_cache=True, output_hidden_states=True)
+        logits = out.logits[0]  # [T, V]
+        if sp.greedy:
+            path, bonus = accept_greedy(tree, logits)
+        else:
+            path, bonus = accept_sampling(tree, logits, sp, generator)
+        keep_path(cache, n, path)
+        new = torch.cat([tree.tokens[path[1:]], bonus.view(1)])  # [m] = accepted drafts + bonus
+        step, done = _cut(new.tolist(), limits.max_new_tokens - produced, limits.eos_ids)
+        produced += len(step)
+        yield step
+        if done:
+            return
+        # commit: the accepted nodes' base features teach the draft the new context
+        m = new.numel()
+        feats = fused_features(out.hidden_states, aux)[0, path]  # [m, 3H]
+        pos = torch.arange(n, n + m, device=dev)
+        causal = torch.ones(m, n + m, dtype=torch.bool, device=dev).tril(n)[None, None]
+        d = draft(feats[None], embed(new)[None], pos[None], past_kv=kv.kv, mask=causal)
+        kv.append(d.key, d.value)
+        h_last, token, n = d.hidden[0, -1], bonus, n + m

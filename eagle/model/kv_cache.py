@@ -1,0 +1,48 @@
+"""KV caches of the two models and their named operations.
+
+The base keeps transformers' own `DynamicCache` (so any HF model works unmodified); after a tree
+verify we move the accepted path's entries into contiguous slots and drop the rest. The draft's
+cache is a pair of tensors that grows only by committed positions: tree nodes live beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+
+def new_base_cache() -> DynamicCache:
+    # No config on purpose: every layer then keeps all positions (no sliding-window eviction), so
+    # slots stay addressable by position; windows are applied through the attention mask instead.
+    return DynamicCache()
+
+
+def keep_path(cache: DynamicCache, start: int, path: torch.Tensor) -> None:
+    """After verifying a tree written at slots start.., keep only `path` (tree indices, ascending,
+    path[0] = 0) in slots start..start+len(path)-1, and drop everything after."""
+    slots = start + path
+    end = start + path.numel()
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            t = getattr(layer, name)  # [B, n_kv, L, hd]
+            t[:, :, start:end] = t[:, :, slots]
+            setattr(layer, name, t[:, :, :end])
+
+
+@dataclass
+class DraftKV:
+    k: torch.Tensor  # [1, n_kv, n, hd], committed positions 0..n-1
+    v: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        return self.k.shape[2]
+
+    @property
+    def kv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.k, self.v
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        self.k, self.v = torch.cat([self.k, k], 2), torch.cat([self.v, v], 2)

@@ -1,0 +1,115 @@
+"""EAGLE-2 dynamic draft trees (arXiv 2406.16858 §4): expand by confidence, then rerank.
+
+Expansion: the root's top_k children form depth 1; each later round feeds the top_k nodes of the
+newest layer (by cumulative draft log-probability) through the draft and adds their top_k children.
+Rerank: keep the `total_token - 1` best nodes of all drafted ones. A child's score never exceeds its
+parent's (log-probs are <= 0), and parents are created first, so a stable descending sort keeps
+every kept node's parent: the kept set is a tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from eagle.model.draft import Eagle3Draft
+from eagle.model.kv_cache import DraftKV
+
+
+@dataclass(frozen=True)
+class TreeConfig:
+    total_token: int = 60  # nodes verified per step, root included
+    depth: int = 6  # longest drafted path below the root; tau <= depth + 1
+    top_k: int = 10  # children per expanded node, and nodes expanded per layer
+
+    def __post_init__(self):
+        for name in ("total_token", "depth", "top_k"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+
+    @classmethod
+    def for_device(cls, device: torch.device | str) -> "TreeConfig":
+        """A tree the hardware verifies cheaply. On CPU a forward's cost grows with the token count
+        already past ~8 tokens (DESIGN.md §5), so the tree is small; a GPU verifies 60 nearly free."""
+        if torch.device(device).type == "cuda":
+            return cls(total_token=60, depth=6, top_k=10)
+        return cls(total_token=24, depth=6, top_k=6)
+
+
+@dataclass
+class Tree:
+    tokens: torch.Tensor  # [T] base-vocabulary ids; tokens[0] is the root (already generated)
+    parents: torch.Tensor  # [T] index of each node's parent; parents[0] = 0
+    depths: torch.Tensor  # [T] root = 0
+    ancestors: torch.Tensor  # [T, T] bool: ancestors[i, j] iff j is i or an ancestor of i
+
+    def __len__(self) -> int:
+        return self.tokens.numel()
+
+
+def ancestor_matrix(parents: torch.Tensor, max_depth: int) -> torch.Tensor:
+    """[T] parent indices (root points to itself) -> [T, T] ancestor-or-self mask."""
+    t = parents.numel()
+    idx = torch.arange(t, device=parents.device)
+    anc = torch.zeros(t, t, dtype=torch.bool, device=parents.device)
+    anc[idx, idx] = True
+    cur = idx
+    for _ in range(max_depth):
+        cur = parents[cur]
+        anc[idx, cur] = True
+    return anc
+
+
+@torch.no_grad()
+def draft_tree(draft: Eagle3Draft, embed: torch.nn.Module, kv: DraftKV, h_root: torch.Tensor,
+               root_token: torch.Tensor, cfg: TreeConfig) -> Tree:
+    """kv: the draft's cache over committed positions 0..n-1; h_root: [H] its output at n-1, which
+    predicts the root's child; root_token: [] the base's token at position n."""
+    n, k, dev = kv.length, cfg.top_k, h_root.device
+    logp = torch.log_softmax(draft.logits(h_root).float(), -1)  # [Vd]
+    score, tok = logp.topk(k)  # [k]
+    scores, tokens, parents, depths = [score], [tok], [torch.full((k,), -1, device=dev)], [torch.ones(k, dtype=torch.long, device=dev)]
+    # frontier: nodes expanded this round (node index, their parent's draft output h, cumulative score)
+    f_node, f_h, f_score, f_tok = torch.arange(k, device=dev), h_root.expand(k, -1), score, tok
+    f_parent_row = torch.full((k,), -1, device=dev)  # row of each frontier node's parent among expanded
+    tree_k = tree_v = None  # keys/values of expanded nodes: [1, n_kv, E, hd]
+    exp_anc = torch.zeros(0, 0, dtype=torch.bool, device=dev)  # [E, E] ancestors among expanded nodes
+    count = k
+    for d in range(1, cfg.depth):
+        m, e = f_node.numel(), exp_anc.shape[0]
+        new_anc = torch.zeros(m, e + m, dtype=torch.bool, device=dev)
+        if e:
+            has_parent = f_parent_row >= 0
+            new_anc[has_parent, :e] = exp_anc[f_parent_row[has_parent]]
+        new_anc[torch.arange(m), e + torch.arange(m)] = True
+        exp_anc = torch.cat([torch.nn.functional.pad(exp_anc, (0, m)), new_anc], 0)
+        mask = torch.cat([torch.ones(m, n, dtype=torch.bool, device=dev), new_anc], 1)[None, None]
+        past = kv.kv if tree_k is None else (torch.cat([kv.k, tree_k], 2), torch.cat([kv.v, tree_v], 2))
+        pos = torch.full((1, m), n + d - 1, device=dev)
+        out = draft(f_h[None], embed(draft.to_target(f_tok))[None], pos, past_kv=past, mask=mask)
+        tree_k = out.key if tree_k is None else torch.cat([tree_k, out.key], 2)
+        tree_v = out.value if tree_v is None else torch.cat([tree_v, out.value], 2)
+
+        logp = torch.log_softmax(draft.logits(out.hidden[0]).float(), -1)  # [m, Vd]
+        child_score, child_tok = logp.topk(k)  # [m, k]
+        child_score = child_score + f_score[:, None]
+        scores.append(child_score.flatten())
+        tokens.append(child_tok.flatten())
+        parents.append(f_node.repeat_interleave(k))
+        depths.append(torch.full((m * k,), d + 1, device=dev))
+        best = child_score.flatten().topk(k).indices  # next frontier, from this layer's children
+        f_node, f_score, f_tok = count + best, child_score.flatten()[best], child_tok.flatten()[best]
+        f_h, f_parent_row = out.hidden[0][best // k], e + best // k
+        count += m * k
+
+    scores, tokens, parents, depths = (torch.cat(x) for x in (scores, tokens, parents, depths))
+    keep = torch.sort(scores, descending=True, stable=True).indices[: cfg.total_token - 1].sort().values
+    remap = torch.full((count,), -1, dtype=torch.long, device=dev)
+    remap[keep] = torch.arange(1, keep.numel() + 1, device=dev)
+    par = parents[keep]
+    par = torch.where(par < 0, 0, remap[par.clamp(min=0)])
+    all_parents = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), par])
+    all_depths = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), depths[keep]])
+    all_tokens = torch.cat([root_token.view(1), draft.to_target(tokens[keep])])
+    return Tree(all_tokens, all_parents, all_depths, ancestor_matrix(all_parents, cfg.depth))

@@ -1,0 +1,367 @@
+"""The training run behind `main.py` and `eagle train`: check inputs, build features, train, save.
+
+Order matters: everything that can be wrong with the user's input (paths, data format, save
+folder, sample lengths, a resume that does not match) is found before the base model's features
+are computed, since that is the long part.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from eagle.model.base import load_base, load_tokenizer
+from eagle.model.checkpoint import check_compatible, load_draft
+from eagle.model.config import DraftConfig
+from eagle.model.draft import Eagle3Draft
+from eagle.train.config import TrainConfig
+from eagle.train.dataset import (TrainError, build_vocab, check_samples, load_samples, resolve_format,
+                                 vocab_coverage)
+from eagle.train.features import BaseRunner, FeatureCache, OnlineSource, StoredSource, base_fingerprint
+from eagle.train.loop import Stepper, Sums, lr_lambda, micro_batches
+from eagle.train.report import Reporter, progress_bar
+from eagle.train.runtime import Runtime, deepspeed_config_for, setup, teardown
+from eagle.train.state import (TrainerState, check_writable, find_resume, load_training, save_epoch,
+                               save_resume, set_rng_state)
+from eagle.train.ttt import TargetHead, TTTObjective
+
+# Settings that change what a resumed run would compute; the rest (lr, epochs, logging) may change.
+_RESUME_FIXED = ("data_format", "max_length", "ttt_length", "ttt_decay", "draft_vocab_size", "aux_layers", "seed")
+
+
+@dataclass
+class TrainResult:
+    savedir: Path
+    state: TrainerState
+    finished: bool  # all epochs done (False when stopped by --max_steps)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    # Cheap checks first, before processes, models or data are touched.
+    savedir = check_writable(cfg.savedir)
+    fmt = resolve_format(cfg.trainpath, cfg.data_format)
+    resolve_format(cfg.testpath, fmt)
+    rt = setup(cfg)
+    rep = Reporter(savedir, rt.is_main, cfg.wandb, cfg.wandb_project, cfg.tensorboard, cfg.to_dict())
+    try:
+        return _train(cfg, rt, rep, savedir, fmt)
+    finally:
+        rep.close()
+        teardown()
+
+
+def _check_resume(cfg: TrainConfig, rt: Runtime, savedir: Path, rep: Reporter) -> Path | None:
+    if cfg.resume == "no":
+        return None
+    resume = find_resume(savedir)
+    if resume is None:
+        if cfg.resume == "yes":
+            raise TrainError(f"--resume: no resumable state in {savedir} (expected {savedir}/resume/)")
+        return None
+    saved = TrainConfig.load(resume / "train_config.json")
+    state = TrainerState.load(resume)
+    diffs = [f"{k}: {getattr(saved, k)!r} then, {getattr(cfg, k)!r} now" for k in _RESUME_FIXED
+             if getattr(saved, k) != getattr(cfg, k)]
+    if state.global_batch != rt.global_batch:
+        diffs.append(f"global batch: {state.global_batch} then, {rt.global_batch} now "
+                     f"({rt.batch_size} per process x {rt.grad_accum} accumulation x {rt.world} processes)")
+    if diffs:
+        raise TrainError(f"cannot resume from {resume}: the run was made with other settings ("
+                         + "; ".join(diffs) + "). Use the same settings, or --resume no to start afresh.")
+    changed = [f"{k} {getattr(saved, k)!r} -> {getattr(cfg, k)!r}" for k in ("lr", "num_epochs", "warmup_ratio",
+                                                                               "weight_decay", "max_grad_norm")
+               if getattr(saved, k) != getattr(cfg, k)]
+    rep.line(f"Resuming from {resume} (epoch {state.epoch}, step {state.step_in_epoch}, "
+             f"global step {state.global_step})" + (f"; changed: {', '.join(changed)}" if changed else ""))
+    return resume
+
+
+def _check_resume_model(resume: Path, dcfg: DraftConfig, fingerprint: str) -> None:
+    saved = DraftConfig.load(resume)
+    problems = []
+    if TrainerState.load(resume).base_fingerprint != fingerprint:
+        problems.append("the base model differs (config or weights)")
+    a, b = saved.to_dict(), dcfg.to_dict()
+    problems += [f"draft {k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if problems:
+        raise TrainError(f"cannot resume from {resume}: " + "; ".join(problems)
+                         + ". Point --basepath at the model it was trained on, or use --resume no.")
+
+
+def _load_base(cfg: TrainConfig, rt: Runtime):
+    try:
+        base = load_base(cfg.basepath, dtype=rt.dtype, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise TrainError(f"--basepath {cfg.basepath}: cannot load the base model: {e}") from None
+    return base.to(rt.device)
+
+
+def _build_features(cfg, rt, rep, savedir, base, aux, samples, fingerprint):
+    runner = BaseRunner(base, aux)
+    if cfg.features == "online":
+        return OnlineSource(runner, samples)
+    cache = FeatureCache(cfg.cache_dir or savedir / "feature_cache")
+    readers = {}
+    for split, data in samples.items():
+        key = FeatureCache.key(fingerprint, aux, rt.dtype, data)
+        rt.barrier()
+        if cache.has(split, key):
+            rep.line(f"Using cached base features for the {split} set ({len(data)} samples) in {cache.dir}")
+        else:
+            rep.line(f"Caching base features for the {split} set ({len(data)} samples) in {cache.dir}")
+            t0 = time.time()
+            total = sum(len(data[i].input_ids) for i in range(len(data)) if i % rt.world == rt.rank)
+            bar = progress_bar(total, 0, rt.is_main, desc=f"cache {split} (tokens)")
+            cache.write_share(split, key, runner, data, rt.rank, rt.world, rt.batch_size, rt.dtype, bar.update)
+            bar.close()
+            rt.barrier()
+            if rt.is_main:
+                cache.commit(split, key, len(data))
+            rep.line(f"Cached {split}: {sum(len(s.input_ids) for s in data)} tokens in {time.time() - t0:.1f} s")
+        rt.barrier()
+        readers[split] = cache.reader(split)
+    return StoredSource(samples, readers)
+
+
+def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str) -> TrainResult:
+    for n in rt.notices:
+        rep.notice(n)
+    resume = _check_resume(cfg, rt, savedir, rep)
+
+    tokenizer = load_tokenizer(cfg.basepath, trust_remote_code=cfg.trust_remote_code)
+    train_s = load_samples(cfg.trainpath, tokenizer, fmt, cfg.max_length)
+    check_samples(train_s, cfg.trainpath, cfg.max_length, "train")
+    test_s = load_samples(cfg.testpath, tokenizer, fmt, cfg.max_length)
+    check_samples(test_s, cfg.testpath, cfg.max_length, "test")
+    steps_per_epoch = len(train_s) // rt.global_batch
+    if steps_per_epoch == 0:
+        raise TrainError(f"{cfg.trainpath}: {len(train_s)} training samples, fewer than one global batch of "
+                         f"{rt.global_batch} ({rt.batch_size} per process x {rt.grad_accum} accumulation x "
+                         f"{rt.world} processes); lower --batch_size / --grad_accum")
+    n_cut = sum(s.truncated for s in train_s)
+    if n_cut:
+        rep.line(f"{n_cut} of {len(train_s)} training samples were cut to --max_length {cfg.max_length}")
+
+    base = _load_base(cfg, rt)
+    try:
+        dcfg = DraftConfig.from_base(base.config, cfg.draft_vocab_size, cfg.aux_layers)
+        check_compatible(dcfg, base.config, source="--aux_layers")
+    except ValueError as e:
+        raise TrainError(str(e)) from None
+    fingerprint = base_fingerprint(base)
+    if resume is not None:
+        _check_resume_model(resume, dcfg, fingerprint)
+        resumed = load_draft(resume)
+        target_ids = torch.arange(dcfg.draft_vocab_size) + resumed.d2t
+    else:
+        resumed = None
+        target_ids = build_vocab(train_s, dcfg.vocab_size, dcfg.draft_vocab_size)
+    rep.line(f"Draft vocabulary: {dcfg.draft_vocab_size} of {dcfg.vocab_size} tokens, covering "
+             f"{100 * vocab_coverage(train_s, target_ids):.2f}% of the training targets; "
+             f"features from layers {list(dcfg.aux_layer_ids)}")
+
+    head = TargetHead.from_base(base, target_ids)
+    embed_weight = base.get_input_embeddings().weight.detach()
+    samples = {"train": train_s, "test": test_s}
+    source = _build_features(cfg, rt, rep, savedir, base, dcfg.aux_layer_ids, samples, fingerprint)
+    if cfg.features == "offline":
+        del base  # the cache replaces it; only the embedding and the head rows stay
+        gc.collect()
+
+    torch.manual_seed(cfg.seed)
+    draft = Eagle3Draft(dcfg)
+    if resumed is not None:
+        draft.load_state_dict(resumed.state_dict())
+    else:
+        draft.set_vocab_mapping(target_ids)
+    draft = draft.float().to(rt.device)
+    total_steps = steps_per_epoch * cfg.num_epochs
+    stepper = _make_stepper(cfg, rt, draft, head.to(rt.device), embed_weight, total_steps)
+
+    state = TrainerState(global_batch=rt.global_batch, base_fingerprint=fingerprint)
+    if resume is not None:
+        state = TrainerState.load(resume)
+        _load_training(stepper, rt, resume)
+    return _loop(cfg, rt, rep, savedir, fmt, source, stepper, state, steps_per_epoch)
+
+
+def _make_stepper(cfg, rt: Runtime, draft: Eagle3Draft, head, embed_weight, total_steps) -> Stepper:
+    autocast = None if rt.dtype == torch.float32 or rt.use_deepspeed else rt.dtype
+    objective = TTTObjective(draft, cfg.ttt_length, cfg.ttt_decay, autocast_dtype=autocast)
+    optimizer = torch.optim.AdamW(draft.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, cfg.warmup_ratio))
+    common = dict(head=head, embed_weight=embed_weight, device=rt.device, world=rt.world,
+                  max_grad_norm=rt.max_grad_norm, all_sum=rt.all_sum)
+    if rt.use_deepspeed:
+        import deepspeed
+
+        engine, optimizer, _, scheduler = deepspeed.initialize(
+            model=objective, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config_for(rt))
+        return Stepper(objective=objective, model=engine, optimizer=None, scheduler=scheduler, deepspeed=True, **common)
+    model = objective
+    if rt.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            objective, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, broadcast_buffers=False)
+    scaler = torch.amp.GradScaler("cuda") if rt.dtype == torch.float16 and rt.device.type == "cuda" else None
+    return Stepper(objective=objective, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, **common)
+
+
+def _training_dict(stepper: Stepper) -> dict:
+    if stepper.deepspeed:
+        return {}
+    d = {"optimizer": stepper.optimizer.state_dict(), "scheduler": stepper.scheduler.state_dict()}
+    if stepper.scaler is not None:
+        d["scaler"] = stepper.scaler.state_dict()
+    return d
+
+
+def _load_training(stepper: Stepper, rt: Runtime, resume: Path) -> None:
+    training = load_training(resume)
+    if stepper.deepspeed:
+        stepper.model.load_checkpoint(str(resume / "deepspeed"), tag="ds", load_module_strict=False)
+    else:
+        stepper.optimizer.load_state_dict(training["optimizer"])
+        stepper.scheduler.load_state_dict(training["scheduler"])
+        if stepper.scaler is not None and "scaler" in training:
+            stepper.scaler.load_state_dict(training["scaler"])
+    set_rng_state(training["rng"])
+
+
+def _save_resume(cfg, rt: Runtime, savedir: Path, stepper: Stepper, state: TrainerState) -> None:
+    if stepper.deepspeed:
+        # every process writes its ZeRO partition into one temporary folder that rank 0 then renames
+        import tempfile
+
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-ds-", dir=savedir)) if rt.is_main else None
+        holder = [str(tmp) if tmp else None]
+        if rt.world > 1:
+            torch.distributed.broadcast_object_list(holder, src=0)
+        stepper.model.save_checkpoint(holder[0], tag="ds")
+        rt.barrier()
+        if rt.is_main:
+            import shutil
+
+            def move(folder: Path) -> None:
+                shutil.move(holder[0], folder / "deepspeed")
+
+            save_resume(savedir, stepper.draft, {}, cfg, state, write_extra=move)
+        rt.barrier()
+        return
+    if rt.is_main:
+        save_resume(savedir, stepper.draft, _training_dict(stepper), cfg, state)
+    rt.barrier()
+
+
+def _reduce(rt: Runtime, sums: Sums) -> Sums:
+    t = torch.cat([sums.ploss, sums.correct.double(), sums.count.double(), torch.tensor([float(sums.tokens)],
+                                                                                       dtype=torch.float64)])
+    t = rt.all_sum(t).cpu()
+    k = sums.ploss.numel()
+    return Sums(t[:k], t[k:2 * k].round().long(), t[2 * k:3 * k].round().long(), int(t[-1].round()))
+
+
+def _loop(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str, source, stepper: Stepper,
+          state: TrainerState, steps_per_epoch: int) -> TrainResult:
+    k, epochs = cfg.ttt_length, cfg.num_epochs
+    train_n = len(source.samples["train"])
+    lengths = [len(s.input_ids) for s in source.samples["train"]]
+    test_mine = [i for i in range(len(source.samples["test"])) if i % rt.world == rt.rank]
+    printed_format = False
+
+    def out_of_budget() -> bool:
+        return cfg.max_steps is not None and state.global_step >= cfg.max_steps
+
+    while state.epoch < epochs:
+        if out_of_budget():
+            break
+        e = state.epoch
+        rep.line(f"Now training epoch {e}")
+        if not printed_format:
+            rep.line(f"Data format: {fmt}")
+            printed_format = True
+        order = epoch_order(train_n, cfg.seed, e)
+        sums = Sums.from_dict(state.train_sums) if state.train_sums else Sums.zeros(k)
+        bar = progress_bar(steps_per_epoch, state.step_in_epoch, rt.is_main)
+        while state.step_in_epoch < steps_per_epoch:
+            if out_of_budget():
+                break
+            t0 = time.time()
+            s = state.step_in_epoch
+            chunks = micro_batches(order[s * rt.global_batch:(s + 1) * rt.global_batch], lengths, rt.batch_size,
+                                   rt.grad_accum, rt.world, rt.rank)
+            result = stepper.step(source, chunks)
+            step_sums = result.sums
+            sums.add(step_sums.ploss, step_sums.correct, step_sums.count, step_sums.tokens)
+            state.step_in_epoch += 1
+            state.global_step += 1
+            state.tokens_seen += result.global_tokens
+            dt = time.time() - t0
+            state.seconds += dt
+            state.epoch_seconds += dt
+            state.train_sums = sums.to_dict()
+            bar.update(1)
+            if rt.is_main:
+                acc0 = step_sums.acc()[0]
+                bar.set_postfix_str(f"acc0 {acc0:.1f} ploss0 {step_sums.ploss_mean()[0]:.3f}", refresh=False)
+                rep.scalars({"train/lr": stepper.current_lr(), "train/ploss_0": step_sums.ploss_mean()[0],
+                             "train/acc_0": acc0}, state.global_step)
+            if state.global_step % cfg.save_steps == 0 or out_of_budget():
+                _save_resume(cfg, rt, savedir, stepper, state)
+        bar.close()
+        if state.step_in_epoch < steps_per_epoch:
+            break  # budget spent mid-epoch; resume/ holds the position
+
+        # ---- epoch end: metrics over all processes, test, checkpoint ----------------------------
+        train_sums = _reduce(rt, sums)
+        test_sums = _reduce(rt, stepper.evaluate(source, "test", test_mine, rt.batch_size))
+        for name, su in (("Train", train_sums), ("Test", test_sums)):
+            for j, (acc, pl) in enumerate(zip(su.acc(), su.ploss_mean())):
+                rep.line(f"{name} Epoch [{e + 1}/{epochs}], position {j}, Acc: {acc:.2f}")
+                rep.line(f"{name} Epoch [{e + 1}/{epochs}], position {j}, pLoss: {pl:.2f}")
+        metrics = {
+            "acc": test_sums.acc()[0], "loss": test_sums.weighted_loss(cfg.ttt_decay), "epoch": e,
+            "train_acc": train_sums.acc(), "train_ploss": train_sums.ploss_mean(),
+            "test_acc": test_sums.acc(), "test_ploss": test_sums.ploss_mean(),
+            "train_loss": train_sums.weighted_loss(cfg.ttt_decay), "lr": stepper.current_lr(),
+            "global_step": state.global_step, "tokens_seen": state.tokens_seen, "seconds": round(state.seconds, 3),
+            "epoch_seconds": round(state.epoch_seconds, 3),
+            "train_tokens_per_s": round(train_sums.tokens / max(state.epoch_seconds, 1e-9), 1),
+            "peak_memory_mb": round(peak_memory_mb(rt.device), 1), "features": cfg.features,
+            "processes": rt.world,
+        }
+        rep.scalars({**{f"train/epochacc_{j}": a for j, a in enumerate(metrics["train_acc"])},
+                     **{f"train/epochploss_{j}": p for j, p in enumerate(metrics["train_ploss"])},
+                     **{f"test/epochacc_{j}": a for j, a in enumerate(metrics["test_acc"])},
+                     **{f"test/epochploss_{j}": p for j, p in enumerate(metrics["test_ploss"])},
+                     "epoch": e}, state.global_step)
+        rep.line(f"Epoch {e + 1} took {metrics['epoch_seconds']:.1f} s of training, "
+                 f"{metrics['train_tokens_per_s']:.0f} tokens/s, peak memory {metrics['peak_memory_mb']:.0f} MiB")
+        state.history.append(metrics)
+        state.epoch, state.step_in_epoch, state.train_sums, state.epoch_seconds = e + 1, 0, None, 0.0
+        path = os.path.join(cfg.savedir, f"state_{e}")
+        rep.line(f"Saving checkpoint to {path}")
+        if rt.is_main:
+            save_epoch(savedir, e, stepper.draft, rt.dtype, metrics, cfg, state)
+        _save_resume(cfg, rt, savedir, stepper, state)
+    finished = state.epoch >= epochs
+    if not finished:
+        rep.line(f"Stopped after {state.global_step} steps (--max_steps {cfg.max_steps}); "
+                 f"run again with a larger budget to continue from {savedir / 'resume'}")
+    return TrainResult(savedir, state, finished)

@@ -1,0 +1,187 @@
+"""The EAGLE-3 objective: training-time test (TTT) against the base's own distribution.
+
+arXiv 2503.01840 §3.2, and DESIGN.md §2. For origin position t and TTT step j (0 <= j < K):
+
+    input      step 0: the base feature f_t; step j > 0: the draft's own output h_{t, j-1}
+               and the embedding of token x_{t+1+j} (the next token, shifted by j)
+    position   t + j (RoPE), exactly where generation puts a depth-j node under the root at t
+    attention  step-0 keys at positions <= t, plus the keys of steps 1..j at origin t only:
+               the node's own ancestors, what the tree drafter sees at inference
+    target     p = the base's softmax at position t+1+j restricted to the draft vocabulary
+               (renormalised), i.e. its distribution for x_{t+2+j}
+    loss       soft cross-entropy  -sum_v p(v) log q_j(v), on positions whose token x_{t+2+j} is a
+               loss token and whose base argmax lies in the draft vocabulary
+    total      sum_j decay**j * (sum of the step's losses) / (the step's count over the global batch)
+
+Dividing by the global count (all micro-batches of all processes of one optimizer step) makes the
+gradient of a global batch independent of how it is split over processes and accumulation steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eagle.model.draft import Eagle3Draft
+
+
+@dataclass
+class BaseBatch:
+    """What the frozen base says about one micro-batch (from the base online, or from the cache)."""
+
+    input_ids: torch.Tensor  # [B, S] right-padded
+    loss_mask: torch.Tensor  # [B, S] bool
+    lengths: torch.Tensor  # [B]
+    features: torch.Tensor  # [B, S, 3H] fused aux hidden states
+    hidden: torch.Tensor  # [B, S, H] the lm_head's input (final normed hidden state)
+    argmax: torch.Tensor  # [B, S] the base's greedy next token at each position
+
+
+@dataclass
+class TargetHead:
+    """The base's lm_head restricted to the draft vocabulary: exact restricted logits from `hidden`.
+
+    Logits of other tokens are never needed: the target is renormalised over the draft vocabulary,
+    and whether the full argmax lies in it is read from `BaseBatch.argmax`.
+    """
+
+    weight: torch.Tensor  # [Vd, H] rows of the base lm_head at the draft vocabulary's target ids
+    bias: torch.Tensor | None  # [Vd]
+    softcap: float | None  # Gemma-2 style final logit soft-capping
+
+    @classmethod
+    def from_base(cls, base, target_ids: torch.Tensor) -> "TargetHead":
+        head = base.get_output_embeddings()
+        idx = target_ids.to(head.weight.device)
+        bias = head.bias.detach()[idx].clone() if getattr(head, "bias", None) is not None else None
+        cfg = getattr(base.config, "text_config", None) or base.config
+        return cls(head.weight.detach()[idx].clone(), bias, getattr(cfg, "final_logit_softcapping", None))
+
+    def log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[N, H] -> [N, Vd] float32 log-probabilities over the draft vocabulary."""
+        logits = F.linear(hidden.to(self.weight.dtype), self.weight, self.bias).float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return torch.log_softmax(logits, -1)
+
+    def to(self, device) -> "TargetHead":
+        return TargetHead(self.weight.to(device), None if self.bias is None else self.bias.to(device), self.softcap)
+
+
+@dataclass
+class Prepared:
+    """One micro-batch, ready for the draft. N = number of trained target positions."""
+
+    features: torch.Tensor  # [B, S, 3H]
+    embeds: torch.Tensor  # [B, S, H] embeddings of x_0..x_{S-1}
+    valid: torch.Tensor  # [B, S] bool: target position p is trained (see module docstring)
+    target_p: torch.Tensor | None  # [N, Vd] float32 base distribution over the draft vocabulary
+    target_idx: torch.Tensor  # [N] draft id of the base argmax
+    hidden_valid: torch.Tensor  # [N, H] lm_head inputs, kept until target_p is needed
+    tokens: int  # real tokens in the micro-batch
+
+
+def prepare(batch: BaseBatch, embed_weight: torch.Tensor, t2d: torch.Tensor, device) -> Prepared:
+    """Masks and targets of a micro-batch (no gradients). `t2d` is the draft's bool [V] mask."""
+    ids, lm, lengths = batch.input_ids.to(device), batch.loss_mask.to(device), batch.lengths.to(device)
+    argmax = batch.argmax.to(device).long()
+    b, s = ids.shape
+    pos = torch.arange(s, device=device)
+    # target position p predicts x_{p+1}: it needs p+1 inside the sample and a loss token there
+    nxt = torch.zeros_like(lm)
+    nxt[:, :-1] = lm[:, 1:]
+    valid = nxt & (pos[None, :] + 1 < lengths[:, None]) & t2d.to(device)[argmax]
+    draft_index = torch.cumsum(t2d.to(device).long(), 0) - 1  # base id -> draft id where t2d holds
+    with torch.no_grad():
+        embeds = F.embedding(ids, embed_weight.to(device))
+    return Prepared(
+        features=batch.features.to(device), embeds=embeds, valid=valid, target_p=None,
+        target_idx=draft_index[argmax[valid]], hidden_valid=batch.hidden.to(device)[valid],
+        tokens=int(lengths.sum()))
+
+
+def step_counts(valid: torch.Tensor, ttt_length: int) -> torch.Tensor:
+    """[K] number of trained origins at each TTT step: step j trains origin t when p = t+1+j is valid."""
+    return torch.stack([valid[:, 1 + j:].sum() for j in range(ttt_length)])
+
+
+def _shift(x: torch.Tensor, k: int) -> torch.Tensor:
+    """x[:, k:] padded back to length S with zeros at the end (dim 1)."""
+    out = torch.zeros_like(x)
+    if k < x.shape[1]:
+        out[:, : x.shape[1] - k] = x[:, k:]
+    return out
+
+
+def ttt_mask(s: int, j: int, device) -> torch.Tensor:
+    """[1, 1, S, S*(j+1)] bool, True = attend: causal over step 0, then the diagonal of each of
+    steps 1..j (a step-j query at origin t sees its own chain of ancestors at origin t only)."""
+    causal = torch.ones(s, s, dtype=torch.bool, device=device).tril()
+    eye = torch.eye(s, dtype=torch.bool, device=device)
+    return torch.cat([causal] + [eye] * j, 1)[None, None]
+
+
+def ttt_unroll(draft: Eagle3Draft, features: torch.Tensor, embeds: torch.Tensor, ttt_length: int):
+    """Yield the draft's output hidden states [B, S, H] of steps 0..K-1 (at origins t = 0..S-1)."""
+    b, s, _ = features.shape
+    pos = torch.arange(s, device=features.device)[None].expand(b, s)
+    keys, values = [], []
+    h = features
+    for j in range(min(ttt_length, s - 1)):
+        past = None if j == 0 else (torch.cat(keys, 2), torch.cat(values, 2))
+        mask = None if j == 0 else ttt_mask(s, j, features.device)
+        out = draft(h, _shift(embeds, 1 + j), pos + j, past_kv=past, mask=mask)
+        keys.append(out.key)
+        values.append(out.value)
+        h = out.hidden
+        yield h
+
+
+@dataclass
+class TTTStats:
+    loss: torch.Tensor  # scalar, the weighted objective of this micro-batch (with gradients)
+    ploss_sum: torch.Tensor  # [K] summed soft cross-entropy per step (detached, float64)
+    correct: torch.Tensor  # [K] draft argmax == base argmax
+    count: torch.Tensor  # [K] trained positions
+
+
+class TTTObjective(nn.Module):
+    """The draft plus its loss, one forward per micro-batch (so DDP and DeepSpeed wrap one call)."""
+
+    def __init__(self, draft: Eagle3Draft, ttt_length: int = 7, decay: float = 0.8,
+                 autocast_dtype: torch.dtype | None = None):
+        super().__init__()
+        self.draft = draft
+        self.ttt_length, self.decay = ttt_length, decay
+        self.autocast_dtype = autocast_dtype
+
+    def forward(self, features, embeds, valid, target_p, target_idx, denom) -> TTTStats:
+        k, dev = self.ttt_length, features.device
+        param = next(self.draft.parameters())
+        if self.autocast_dtype is not None:
+            ctx = torch.autocast(dev.type, dtype=self.autocast_dtype)
+        else:
+            ctx = contextlib.nullcontext()
+            features, embeds = features.to(param.dtype), embeds.to(param.dtype)
+        row_of = torch.full(valid.shape, -1, dtype=torch.long, device=dev)
+        row_of[valid] = torch.arange(int(valid.sum()), device=dev)
+        zero = param.sum() * 0.0  # keeps every parameter in the graph, even with nothing to train
+        loss = zero
+        ploss = torch.zeros(k, dtype=torch.float64, device=dev)
+        correct = torch.zeros(k, dtype=torch.long, device=dev)
+        count = torch.zeros(k, dtype=torch.long, device=dev)
+        with ctx:
+            for j, h in enumerate(ttt_unroll(self.draft, features, embeds, k)):
+                v = _shift(valid, 1 + j)  # [B, S] origins whose target p = t+1+j is trained
+                rows = _shift(row_of, 1 + j)[v]  # [N_j]
+                logp = torch.log_softmax(self.draft.logits(h[v]).float(), -1)  # [N_j, Vd]
+                ce = -(target_p[rows] * logp).sum(-1)  # [N_j]
+                loss = loss + self.decay ** j * ce.sum() / denom[j].clamp(min=1)
+                ploss[j] = ce.detach().sum().double()
+                correct[j] = (logp.detach().argmax(-1) == target_idx[rows]).sum()
+                count[j] = rows.numel()
+        return TTTStats(loss, ploss, correct, count)

@@ -1,0 +1,19 @@
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))  # tests/tiny.py
+
+# Two cores: one intra-op thread per test process keeps timings steady and avoids oversubscription.
+torch.set_num_threads(int(os.environ.get("EAGLE_TEST_THREADS", "1")))
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("EAGLE_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow; run with EAGLE_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,110 @@
+"""Loading, format detection, the format check and the split: corrupt input gives errors that
+name the file and line; the split is the tutorial's, repeatable with a seed."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from eagle.data import DataError, check_file, check_format, detect_format, load_jsonl, split_dataset
+
+FIM = {"prefix": "a", "middle": "b", "suffix": "c"}
+CHAT = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}
+OPENAI = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+
+
+def write(path, *lines):
+    path.write_text("".join((json.dumps(x) if not isinstance(x, str) else x) + "\n" for x in lines))
+    return path
+
+
+def test_load_good_files(tmp_path):
+    fim = write(tmp_path / "f.jsonl", FIM, "", {**FIM, "file": "x.py", "line": 3})
+    assert list(load_jsonl(fim, "fim")) == [FIM, {**FIM, "file": "x.py", "line": 3}]
+    chat = write(tmp_path / "c.jsonl", CHAT, OPENAI)
+    assert len(list(load_jsonl(chat))) == 2  # auto: the first record says chat
+    assert detect_format(fim) == "fim" and detect_format(chat) == "chat"
+
+
+@pytest.mark.parametrize("bad, fmt, message", [
+    ('{"prefix": "a", "middle": "b"', "fim", r"bad\.jsonl:2: bad JSON"),
+    ({"prefix": "a", "suffix": "c"}, "fim", r"bad\.jsonl:2: missing key 'middle'"),
+    ({"prefix": "a", "middle": 3, "suffix": "c"}, "fim", r"bad\.jsonl:2: 'middle' must be a string, got int"),
+    ([1, 2], "fim", r"bad\.jsonl:2: a record must be a JSON object, got list"),
+    (CHAT, "fim", r"bad\.jsonl:2: missing key 'prefix'.*looks like a chat record"),
+    ({"conversations": "hi"}, "chat", r"bad\.jsonl:2: 'conversations' must be a list, got str"),
+    ({"conversations": [{"from": "human"}]}, "chat", r"bad\.jsonl:2: conversations\[0\] is missing key 'value'"),
+    ({"conversations": [{"from": "robot", "value": "x"}]}, "chat", r"bad\.jsonl:2: .*'robot': expected human, gpt or system"),
+    ({"messages": [{"role": "user", "content": None}]}, "chat", r"bad\.jsonl:2: messages\[0\]\.content must be a string"),
+    ({"messages": [{"role": "user", "content": "hi"}]}, "chat", r"bad\.jsonl:2: no assistant message"),
+    ({"text": "hi"}, "chat", r"bad\.jsonl:2: missing key 'conversations' \(ShareGPT\) or 'messages'"),
+])
+def test_corrupt_records_name_file_and_line(tmp_path, bad, fmt, message):
+    good = FIM if fmt == "fim" else CHAT
+    path = write(tmp_path / "bad.jsonl", good, bad, good)
+    with pytest.raises(DataError, match=message):
+        list(load_jsonl(path, fmt))
+
+
+def test_empty_and_non_utf8_files(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n  \n")
+    with pytest.raises(DataError, match="empty.jsonl: empty file"):
+        list(load_jsonl(empty, "fim"))
+    with pytest.raises(DataError, match="empty file"):
+        detect_format(empty)
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(json.dumps(FIM).encode() + b"\n" + '{"prefix": "caf\xe9", "middle": "", "suffix": ""}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match="latin.jsonl:2: not UTF-8"):
+        list(load_jsonl(latin, "fim"))
+
+
+def test_check_format_refuses_the_wrong_data_format(tmp_path):
+    chat = write(tmp_path / "train.jsonl", CHAT)
+    with pytest.raises(DataError, match="--data-format fim given, but the file holds chat records.*use --data-format chat"):
+        check_format(chat, "fim")
+    assert check_format(chat, "chat") == "chat" and check_format(chat, "auto") == "chat"
+    with pytest.raises(DataError, match="cannot tell the format"):
+        detect_format(write(tmp_path / "x.jsonl", {"text": "hi"}))
+
+
+def test_check_reports_every_bad_record(tmp_path):
+    path = write(tmp_path / "fim_data.jsonl", *[FIM] * 6, "{oops", {"prefix": "a"}, {**FIM, "middle": ""})
+    out = []
+    report = check_file(path, "fim", echo=out.append)
+    assert [line for line in out if line.startswith("✓")] == [f"✓ Sample {i}: OK" for i in range(5)]
+    assert [line for line, _ in report.errors] == [7, 8]
+    assert any("fim_data.jsonl:7: bad JSON" in line for line in out)
+    assert any("fim_data.jsonl:8: missing key 'middle'" in line for line in out)
+    assert any("fim_data.jsonl:9: empty middle" in line for line in out)  # the tutorial's middle=""
+    assert "Total samples: 9" in out and not report.ok
+    ok = check_file(write(tmp_path / "chat.jsonl", CHAT, OPENAI), echo=out.append)
+    assert ok.ok and ok.data_format == "chat" and ok.total == 2
+
+
+def test_split_is_the_tutorials_and_repeatable(tmp_path, capsys):
+    src = tmp_path / "fim_data.jsonl"
+    lines = [json.dumps({**FIM, "middle": str(i)}) for i in range(40)]
+    src.write_text("\n".join(lines) + "\n\n" + "\n")  # blank lines are not records
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = split_dataset("fim_data.jsonl")  # the tutorial's call: train.jsonl/test.jsonl here
+    finally:
+        os.chdir(cwd)
+    assert capsys.readouterr().out.strip() == "Train: 38, Test: 2"
+    train = (tmp_path / "train.jsonl").read_text().splitlines()
+    test = (tmp_path / "test.jsonl").read_text().splitlines()
+    assert (result.train, result.test) == (38, 2) and sorted(train + test) == sorted(lines)
+    # seeded: same split twice; the last line had no newline in the tutorial's version and
+    # would have been glued to the next one after shuffling
+    src.write_text("\n".join(lines))
+    a = split_dataset(src, 0.5, tmp_path / "a" / "tr.jsonl", tmp_path / "a" / "te.jsonl", seed=3)
+    b = split_dataset(src, 0.5, tmp_path / "b" / "tr.jsonl", tmp_path / "b" / "te.jsonl", seed=3)
+    assert a.train_file.read_text() == b.train_file.read_text()
+    assert a.test_file.read_text() == b.test_file.read_text()
+    assert len(list(load_jsonl(a.train_file, "fim"))) + len(list(load_jsonl(a.test_file, "fim"))) == 40
+    c = split_dataset(src, 0.5, tmp_path / "c" / "tr.jsonl", tmp_path / "c" / "te.jsonl", seed=4)
+    assert c.train_file.read_text() != a.train_file.read_text()

@@ -1,0 +1,193 @@
+"""The EAGLE-3 objective against plain references: TTT attention equals what the tree drafter sees,
+the vectorised loss equals a per-position loop, targets equal the base's own softmax, the cache
+equals the online features, and the global-count loss does not depend on how a batch is split."""
+
+import math
+
+import pytest
+import torch
+
+from eagle.model.config import DraftConfig
+from eagle.model.draft import Eagle3Draft
+from eagle.model.generate import fused_features
+from eagle.train.dataset import Sample, build_vocab, pad_batch
+from eagle.train.features import BaseRunner, FeatureCache, OnlineSource, StoredSource, base_fingerprint
+from eagle.train.tiny import tiny_base
+from eagle.train.ttt import TargetHead, TTTObjective, prepare, step_counts, ttt_unroll
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny matmuls: one thread is faster, and immune to other processes on a shared machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def base():
+    return tiny_base(layers=4, hidden=64, vocab=264, seed=0)
+
+
+def _draft(base, vd=64, seed=1):
+    torch.manual_seed(seed)
+    d = Eagle3Draft(DraftConfig.from_base(base.config, vd))
+    for p in d.parameters():  # larger weights than the init, so attention patterns matter
+        p.data.normal_(0, 0.2)
+    return d.eval()
+
+
+def _samples(n=3, lengths=(20, 14, 9), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        L = lengths[i % len(lengths)]
+        ids = torch.randint(0, 256, (L,), generator=g).tolist()
+        mask = (torch.rand(L, generator=g) < 0.7).long().tolist()
+        out.append(Sample(ids, mask))
+    return out
+
+
+def test_ttt_attention_is_the_tree_drafters(base):
+    """Step j at origin t = a chain drafted at inference: the prefix cache up to t, then the node's
+    own ancestors, RoPE position t+j, fed its parent's hidden state and token x_{t+1+j}."""
+    draft = _draft(base)
+    s = _samples(1, (16,))[0]
+    ids = torch.tensor([s.input_ids])
+    emb = base.get_input_embeddings()
+    with torch.no_grad():
+        feats = fused_features(base(ids, output_hidden_states=True).hidden_states, draft.config.aux_layer_ids)
+        embeds = emb(ids)
+        steps = list(ttt_unroll(draft, feats, embeds, 5))
+        # reference: step 0 over the prompt, then one origin at a time, one node per call
+        x1 = emb(ids[:, 1:])
+        d0 = draft(feats[:, :-1], x1, torch.arange(15)[None])
+        for t in (0, 3, 9, 11):
+            h, past_k, past_v = d0.hidden[:, t:t + 1], d0.key[:, :, :t + 1], d0.value[:, :, :t + 1]
+            assert torch.allclose(steps[0][:, t], h[:, 0], atol=1e-5)
+            for j in range(1, 5):
+                if t + 1 + j >= 16:
+                    break
+                out = draft(h, emb(ids[:, t + 1 + j:t + 2 + j]), torch.tensor([[t + j]]), past_kv=(past_k, past_v),
+                            mask=torch.ones(1, 1, 1, past_k.shape[2] + 1, dtype=torch.bool))
+                past_k, past_v = torch.cat([past_k, out.key], 2), torch.cat([past_v, out.value], 2)
+                h = out.hidden
+                assert torch.allclose(steps[j][:, t], h[:, 0], atol=1e-5), (t, j)
+
+
+def _reference_loss(draft, base, samples, target_ids, k, decay):
+    """Per sample, per origin, per step, by the definition in DESIGN.md §2."""
+    t2d = torch.zeros(base.config.vocab_size, dtype=torch.bool)
+    t2d[target_ids] = True
+    emb = base.get_input_embeddings()
+    terms = [[] for _ in range(k)]
+    correct = [0] * k
+    for s in samples:
+        ids = torch.tensor([s.input_ids])
+        L = ids.shape[1]
+        with torch.no_grad():
+            out = base(ids, output_hidden_states=True)
+        base_p = torch.softmax(out.logits[0][:, target_ids].float(), -1)  # restricted, renormalised
+        argmax = out.logits[0].argmax(-1)
+        hs = list(ttt_unroll(draft, fused_features(out.hidden_states, draft.config.aux_layer_ids), emb(ids), k))
+        for j in range(min(k, len(hs))):
+            for t in range(L):
+                p = t + 1 + j
+                if p + 1 >= L or not s.loss_mask[p + 1] or not t2d[argmax[p]]:
+                    continue
+                logq = torch.log_softmax(draft.logits(hs[j][0, t]).float(), -1)
+                terms[j].append(-(base_p[p] * logq).sum())
+                correct[j] += int(target_ids[logq.argmax()] == argmax[p])
+    loss = sum(decay ** j * torch.stack(terms[j]).sum() / len(terms[j]) for j in range(k) if terms[j])
+    return loss, [len(t) for t in terms], correct
+
+
+def test_loss_matches_per_position_reference(base):
+    samples = _samples(3)
+    target_ids = build_vocab(samples, 264, 64)
+    draft = _draft(base)
+    draft.set_vocab_mapping(target_ids)
+    k, decay = 4, 0.8
+    ref, ref_counts, ref_correct = _reference_loss(draft, base, samples, target_ids, k, decay)
+    runner = BaseRunner(base, draft.config.aux_layer_ids)
+    src = OnlineSource(runner, {"train": samples})
+    p = prepare(src.batch("train", [0, 1, 2]), base.get_input_embeddings().weight, draft.t2d, "cpu")
+    p.target_p = TargetHead.from_base(base, target_ids).log_probs(p.hidden_valid).exp()
+    denom = step_counts(p.valid, k)
+    out = TTTObjective(draft, k, decay)(p.features, p.embeds, p.valid, p.target_p, p.target_idx, denom)
+    assert out.count.tolist() == ref_counts == denom.tolist()
+    assert out.correct.tolist() == ref_correct
+    assert torch.allclose(out.loss, ref, rtol=1e-5), (out.loss, ref)
+
+
+def test_target_head_is_the_bases_restricted_softmax(base):
+    samples = _samples(2)
+    target_ids = torch.arange(0, 264, 3)
+    ids, _, lengths = pad_batch(samples)
+    f, h, a = BaseRunner(base, (1, 2, 3))(ids, lengths)
+    logits = base(ids, attention_mask=(torch.arange(ids.shape[1])[None] < lengths[:, None]).long()).logits
+    want = torch.log_softmax(logits[..., target_ids].float(), -1)
+    got = TargetHead.from_base(base, target_ids).log_probs(h.reshape(-1, h.shape[-1])).view_as(want)
+    m = torch.arange(ids.shape[1])[None] < lengths[:, None]
+    assert torch.allclose(got[m], want[m], atol=1e-5)
+    assert torch.equal(a[m], logits.argmax(-1)[m])
+
+
+def test_offline_cache_equals_online(base, tmp_path):
+    samples = _samples(5, (12, 30, 7, 18, 25))
+    runner = BaseRunner(base, (1, 2, 3))
+    cache = FeatureCache(tmp_path / "cache")
+    key = FeatureCache.key(base_fingerprint(base), (1, 2, 3), torch.float32, samples)
+    assert not cache.has("train", key)
+    for rank in range(2):  # two processes' shares
+        cache.write_share("train", key, runner, samples, rank, 2, 2, torch.float32)
+    cache.commit("train", key, len(samples))
+    assert cache.has("train", key)
+    assert not cache.has("train", FeatureCache.key(base_fingerprint(base), (1, 2, 3), torch.float32, samples[:4]))
+    stored = StoredSource({"train": samples}, {"train": FeatureCache(tmp_path / "cache").reader("train")})
+    online = OnlineSource(runner, {"train": samples})
+    for idx in ([0, 1, 2], [4, 3]):
+        a, b = stored.batch("train", idx), online.batch("train", idx)
+        m = torch.arange(a.input_ids.shape[1])[None] < a.lengths[:, None]
+        assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.loss_mask, b.loss_mask)
+        assert torch.allclose(a.features[m], b.features[m], atol=1e-5)
+        assert torch.allclose(a.hidden[m], b.hidden[m], atol=1e-5)
+        assert torch.equal(a.argmax[m], b.argmax[m])
+
+
+def test_global_batch_split_does_not_change_the_gradient(base):
+    """The loss divides by the whole global batch's counts, so one batch of 4 and two micro-batches
+    of 2 (what DDP or accumulation do) give the same gradient."""
+    samples = _samples(4, (20, 14, 9, 17))
+    target_ids = build_vocab(samples, 264, 64)
+    runner = BaseRunner(base, DraftConfig.from_base(base.config, 64).aux_layer_ids)
+    src = OnlineSource(runner, {"train": samples})
+    head = TargetHead.from_base(base, target_ids)
+    grads = []
+    for split in ([[0, 1, 2, 3]], [[0, 3], [1, 2]]):
+        draft = _draft(base)
+        draft.set_vocab_mapping(target_ids)
+        obj = TTTObjective(draft, 3)
+        ps = [prepare(src.batch("train", c), base.get_input_embeddings().weight, draft.t2d, "cpu") for c in split]
+        denom = sum(step_counts(p.valid, 3) for p in ps)
+        for p in ps:
+            p.target_p = head.log_probs(p.hidden_valid).exp()
+            obj(p.features, p.embeds, p.valid, p.target_p, p.target_idx, denom).loss.backward()
+        grads.append(torch.cat([q.grad.flatten() for q in draft.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+
+
+def test_vocab_is_the_most_frequent_targets():
+    samples = [Sample([5, 5, 5, 7, 7, 9, 1, 2], [1, 1, 1, 1, 1, 1, 0, 0]), Sample([7, 3], [1, 0])]
+    ids = build_vocab(samples, 16, 2)
+    assert ids.tolist() == [5, 7]  # 7: three times, 5: three times, 9 once
+    ids = build_vocab(samples, 16, 6)  # 3 targets, then the most frequent others (1, 2, 3), no repeats
+    assert ids.tolist() == [1, 2, 3, 5, 7, 9]
+    ids = build_vocab(samples, 16, 9)  # then the lowest unused ids
+    assert ids.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 9]
+    d = Eagle3Draft(DraftConfig(64, 128, 4, 4, vocab_size=16, draft_vocab_size=9, target_hidden_size=64,
+                                aux_layer_ids=(1, 1, 1)))
+    d.set_vocab_mapping(ids)
+    assert d.to_target(torch.arange(9)).tolist() == ids.tolist()
+    assert math.isclose(d.t2d.sum().item(), 9)
