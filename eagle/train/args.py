@@ -53,3 +53,18 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def config_to_argv(cfg: TrainConfig) -> list[str]:
+    """The command-line flags that reproduce `cfg` (for relaunching a run, e.g. under torchrun)."""
+    argv = []
+    for k, v in cfg.to_dict().items():
+        if v is None or v is False:
+            continue
+        if v is True:
+            argv.append(f"--{k}")
+        elif isinstance(v, list):
+            argv += [f"--{k}", ",".join(str(i) for i in v)]
+        else:
+            argv += [f"--{k}", str(v)]
+    return argv

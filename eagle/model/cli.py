@@ -1,0 +1,53 @@
+"""`eagle generate`: stream a completion from a base model with its draft head."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+
+
+def register(parser) -> None:
+    parser.add_argument("--basepath", required=True, help="base model: folder, hub id, .gguf file or zoo name")
+    parser.add_argument("--ea-model-path", "--ea_model_path", dest="ea_model_path", required=True,
+                        help="draft head folder (config.json + model.safetensors)")
+    parser.add_argument("--prompt", required=True, help="text, or @FILE to read it from a file")
+    parser.add_argument("--chat", action="store_true", help="wrap the prompt with the tokenizer's chat template")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--top-p", type=float, default=0.0)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--total-token", type=int)
+    parser.add_argument("--depth", type=int)
+    parser.add_argument("--tree-top-k", type=int)
+    parser.add_argument("--naive", action="store_true", help="plain decoding (one token per forward), for comparison")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from eagle.model.ea_model import EaModel
+
+    prompt = open(args.prompt[1:]).read() if args.prompt.startswith("@") else args.prompt
+    model = EaModel.from_pretrained(base_model_path=args.basepath, ea_model_path=args.ea_model_path,
+                                    total_token=args.total_token, depth=args.depth, top_k=args.tree_top_k,
+                                    dtype=getattr(torch, args.dtype))
+    tok = model.tokenizer
+    if args.chat:
+        prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=not args.chat).input_ids
+    gen = model.naive_generate if args.naive else model.ea_generate
+    start, shown, steps, out = time.perf_counter(), "", 0, ids
+    for out in gen(ids, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                   max_new_tokens=args.max_new_tokens):
+        text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        sys.stdout.write(text[len(shown):])
+        sys.stdout.flush()
+        shown, steps = text, steps + 1
+    secs = time.perf_counter() - start
+    new = out.shape[1] - ids.shape[1]
+    print(f"\n[{new} tokens in {secs:.2f}s, {new / secs:.1f} tok/s, {new / max(steps, 1):.2f} tokens per base forward]",
+          file=sys.stderr)
+    return 0
