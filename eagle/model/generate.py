@@ -14,7 +14,7 @@ import torch
 from eagle.model.draft import Eagle3Draft
 from eagle.model.kv_cache import DraftKV, keep_path, new_base_cache
 from eagle.model.sampling import SamplingParams
-from eagle.model.tree import Tree, TreeConfig, draft_tree
+from eagle.model.tree import Tree, TreeConfig, add_branch, draft_tree, lookup_continuation
 
 
 @dataclass(frozen=True)
@@ -167,8 +167,11 @@ def speculative_decode(base, draft: Eagle3Draft, input_ids: torch.Tensor, sp: Sa
     feats = fused_features(out.hidden_states, aux)  # [1, n, 3H]
     d = draft(feats, embed(torch.cat([input_ids[0, 1:], token.view(1)]))[None], torch.arange(n, device=dev)[None])
     kv, h_last = DraftKV(d.key, d.value), d.hidden[0, -1]
+    context = torch.cat([input_ids[0], token.view(1)])  # every token so far, for prompt lookup
     while True:
         tree = draft_tree(draft, embed, kv, h_last, token, tree_cfg)
+        if tree_cfg.lookup:
+            tree = add_branch(tree, lookup_continuation(context, tree_cfg.lookup))
         mask = tree_attention_mask(base.config, n, tree.ancestors, base.dtype)
         out = base(input_ids=tree.tokens[None], attention_mask=mask, position_ids=(n + tree.depths)[None],
                    past_key_values=cache, use_cache=True, output_hidden_states=True)
@@ -192,3 +195,4 @@ def speculative_decode(base, draft: Eagle3Draft, input_ids: torch.Tensor, sp: Sa
         d = draft(feats[None], embed(new)[None], pos[None], past_kv=kv.kv, mask=causal)
         kv.append(d.key, d.value)
         h_last, token, n = d.hidden[0, -1], bonus, n + m
+        context = torch.cat([context, new])

@@ -22,19 +22,22 @@ class TreeConfig:
     total_token: int = 60  # nodes verified per step, root included
     depth: int = 6  # longest drafted path below the root; tau <= depth + 1
     top_k: int = 10  # children per expanded node, and nodes expanded per layer
+    lookup: int = 0  # extra branch: up to this many tokens copied from an earlier n-gram match (0 = off)
 
     def __post_init__(self):
         for name in ("total_token", "depth", "top_k"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        if not isinstance(self.lookup, int) or self.lookup < 0:
+            raise ValueError(f"lookup must be an int >= 0, got {self.lookup!r}")
 
     @classmethod
     def for_device(cls, device: torch.device | str) -> "TreeConfig":
         """A tree the hardware verifies cheaply. On CPU a forward's cost grows with the token count
         already past ~8 tokens (DESIGN.md §5), so the tree is small; a GPU verifies 60 nearly free."""
         if torch.device(device).type == "cuda":
-            return cls(total_token=60, depth=6, top_k=10)
-        return cls(total_token=24, depth=6, top_k=6)
+            return cls(total_token=60, depth=6, top_k=10, lookup=10)
+        return cls(total_token=24, depth=6, top_k=6, lookup=10)
 
 
 @dataclass
@@ -113,3 +116,39 @@ def draft_tree(draft: Eagle3Draft, embed: torch.nn.Module, kv: DraftKV, h_root: 
     all_depths = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), depths[keep]])
     all_tokens = torch.cat([root_token.view(1), draft.to_target(tokens[keep])])
     return Tree(all_tokens, all_parents, all_depths, ancestor_matrix(all_parents, cfg.depth))
+
+
+def lookup_continuation(context: torch.Tensor, length: int, max_ngram: int = 3) -> torch.Tensor:
+    """Prompt lookup (Saxena 2023): find the latest earlier occurrence of the context's last n-gram
+    (longest n first) and return the tokens that followed it. context: [L] -> [<= length]."""
+    n_ctx = context.numel()
+    for n in range(min(max_ngram, n_ctx - 1), 0, -1):
+        windows = context.unfold(0, n, 1)[:-1]  # every n-gram but the final one itself
+        hits = (windows == context[-n:]).all(1).nonzero()
+        if hits.numel():
+            start = int(hits[-1]) + n
+            return context[start: start + length]
+    return context[:0]
+
+
+def add_branch(tree: Tree, chain: torch.Tensor) -> Tree:
+    """Graft a token chain under the root, sharing any prefix the tree already holds. Drafts from
+    any source verify the same way, so the output is unchanged; only acceptance can grow."""
+    if chain.numel() == 0:
+        return tree
+    tokens, parents, depths = tree.tokens.tolist(), tree.parents.tolist(), tree.depths.tolist()
+    node = 0
+    for t in chain.tolist():
+        child = next((i for i in range(1, len(tokens)) if parents[i] == node and tokens[i] == t), None)
+        if child is None:
+            tokens.append(t)
+            parents.append(node)
+            depths.append(depths[node] + 1)
+            child = len(tokens) - 1
+        node = child
+    if len(tokens) == len(tree):
+        return tree
+    dev = tree.tokens.device
+    par = torch.tensor(parents, device=dev)
+    return Tree(torch.tensor(tokens, device=dev), par, torch.tensor(depths, device=dev),
+                ancestor_matrix(par, max(depths)))

@@ -119,7 +119,9 @@ class Stepper:
             with torch.no_grad():
                 p.target_p = self.head.log_probs(p.hidden_valid).exp()
             last = a == len(prepared) - 1
-            sync = contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
+            # DDP: all-reduce once per step; DeepSpeed counts micro-batches itself
+            skip_sync = not last and not self.deepspeed and hasattr(self.model, "no_sync")
+            sync = self.model.no_sync() if skip_sync else contextlib.nullcontext()
             with sync:
                 out = self.model(p.features, p.embeds, p.valid, p.target_p, p.target_idx, denom)
                 # DDP and DeepSpeed average gradients over processes (DeepSpeed also over accumulation

@@ -137,16 +137,29 @@ def setup(cfg: TrainConfig) -> Runtime:
         notices.append(f"train_batch_size {tb} in the DeepSpeed config does not match {batch} per process x "
                        f"{accum} accumulation x {world} processes: using {batch * accum * world}")
 
-    if world > 1 and not dist.is_initialized():
-        if use_ds:
-            import deepspeed
+    if use_ds and not dist.is_initialized():
+        import deepspeed
 
-            deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
-        else:
-            dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world,
-                                    timeout=datetime.timedelta(minutes=60))
+        if world == 1:  # plain `python main.py`: a group of one, else DeepSpeed looks for MPI
+            os.environ.setdefault("RANK", "0")
+            os.environ.setdefault("LOCAL_RANK", str(local_rank))
+            os.environ.setdefault("WORLD_SIZE", "1")
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+    elif world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world,
+                                timeout=datetime.timedelta(minutes=60))
     return Runtime(rank, world, local_rank, device, dtype, batch, accum, clip, use_ds,
                    (ds or None) if use_ds else None, notices)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def deepspeed_config_for(rt: Runtime) -> dict:

@@ -134,7 +134,9 @@ def _build_features(cfg, rt, rep, savedir, base, aux, samples, fingerprint):
             rt.barrier()
             if rt.is_main:
                 cache.commit(split, key, len(data))
-            rep.line(f"Cached {split}: {sum(len(s.input_ids) for s in data)} tokens in {time.time() - t0:.1f} s")
+            n_tok, dt = sum(len(s.input_ids) for s in data), time.time() - t0
+            rep.line(f"Cached {split}: {n_tok} tokens in {dt:.1f} s ({n_tok / max(dt, 1e-9):.0f} tokens/s), "
+                     f"{cache.size_bytes() / 2 ** 20:.0f} MiB on disk")
         rt.barrier()
         readers[split] = cache.reader(split)
     return StoredSource(samples, readers)
@@ -284,6 +286,7 @@ def _loop(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str,
     lengths = [len(s.input_ids) for s in source.samples["train"]]
     test_mine = [i for i in range(len(source.samples["test"])) if i % rt.world == rt.rank]
     printed_format = False
+    start = (state.global_step, state.tokens_seen, state.seconds)
 
     def out_of_budget() -> bool:
         return cfg.max_steps is not None and state.global_step >= cfg.max_steps
@@ -361,6 +364,12 @@ def _loop(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str,
             save_epoch(savedir, e, stepper.draft, rt.dtype, metrics, cfg, state)
         _save_resume(cfg, rt, savedir, stepper, state)
     finished = state.epoch >= epochs
+    run_steps, run_tokens, run_seconds = (state.global_step - start[0], state.tokens_seen - start[1],
+                                          state.seconds - start[2])
+    if run_steps:
+        rep.line(f"This run: {run_steps} steps, {run_tokens} tokens in {run_seconds:.1f} s of training "
+                 f"({run_tokens / max(run_seconds, 1e-9):.0f} tokens/s, {cfg.features} features), "
+                 f"peak memory {peak_memory_mb(rt.device):.0f} MiB")
     if not finished:
         rep.line(f"Stopped after {state.global_step} steps (--max_steps {cfg.max_steps}); "
                  f"run again with a larger budget to continue from {savedir / 'resume'}")

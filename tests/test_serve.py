@@ -1,0 +1,286 @@
+"""Deployment (tutorial 5.4.3): `eagle export` and the tutorial's export snippet write a folder
+the OpenAI-compatible server starts from; a real uvicorn server on loopback, called over HTTP with
+httpx, returns exactly the base's greedy text, streams the same text, and refuses bad requests."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from eagle.cli import main as eagle_main
+from eagle.model.ea_model import EaModel
+from eagle.serve.config import ConfigError, DeployConfig
+from eagle.serve.server import build_app, load_engine
+from eagle.train.tiny import tiny_base, tiny_tokenizer
+from tiny import fit_draft
+
+uvicorn = pytest.importorskip("uvicorn")
+ROOT = Path(__file__).resolve().parents[1]
+
+TUTORIAL_EXPORT = '''
+def export_for_deployment(checkpoint_path, output_dir):
+    """导出模型用于部署"""
+    from transformers import AutoModelForCausalLM
+
+    # 加载EAGLE模型
+    eagle_model = EaModel.from_pretrained(
+        base_model_path=base_model,
+        ea_model_path=checkpoint_path,
+        use_eagle3=True
+    )
+
+    # 保存为标准transformers格式
+    eagle_model.base_model.save_pretrained(f"{output_dir}/base_model")
+    eagle_model.ea_model.save_pretrained(f"{output_dir}/eagle_model")
+    eagle_model.tokenizer.save_pretrained(f"{output_dir}/tokenizer")
+
+    print(f"✓ Exported to {output_dir}")
+'''
+
+
+def build_tiny(root: Path) -> tuple[Path, Path]:
+    """A near-bigram base (long accepted paths) with a byte tokenizer that has FIM and ChatML tokens."""
+    base = tiny_base()
+    with torch.no_grad():
+        for name, p in base.named_parameters():
+            if ".layers." in name and p.dim() == 2:
+                p.mul_(0.1)
+    base.save_pretrained(root / "base")
+    tiny_tokenizer().save_pretrained(root / "base")
+    fit_draft(base, steps=30).save_pretrained(root / "draft")
+    return root / "base", root / "draft"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    base, draft = build_tiny(root)
+    cwd = os.getcwd()
+    os.chdir(root)  # the tutorial's layout: config.json names ./deployment/... from the export's folder
+    try:
+        rc = eagle_main(["export", "--basepath", str(base), "--ea-model-path", str(draft), "-o", "deployment/",
+                         "--dtype", "float32"])
+    finally:
+        os.chdir(cwd)
+    assert rc == 0
+    return root / "deployment"
+
+
+@pytest.fixture(scope="module")
+def server(deployment):
+    cfg = DeployConfig.load(deployment / "config.json")  # found from another working directory
+    cfg.dtype = "float32"
+    engine = load_engine(cfg, device="cpu")
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(build_app(engine), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    assert srv.started, "server did not start"
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        yield client, engine
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def reference(deployment):
+    """A second, independent model from the exported folder: the greedy text to expect."""
+    d = deployment
+    return EaModel.from_pretrained(base_model_path=str(d / "base_model"), ea_model_path=str(d / "eagle_model"),
+                                   tokenizer_path=str(d / "tokenizer"), dtype=torch.float32)
+
+
+def naive_text(model, ids, n):
+    out = model.naivegenerate(torch.tensor([ids]), max_new_tokens=n)
+    return model.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+
+
+def sse(client, path, body):
+    chunks, done = [], False
+    with client.stream("POST", path, json={**body, "stream": True}) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                done = True
+                continue
+            chunks.append(json.loads(line[6:]))
+    assert done, "stream did not end with [DONE]"
+    return chunks
+
+
+# ---------------------------------------------------------------------------- export
+
+def test_export_writes_the_tutorial_layout(deployment):
+    for name in ("base_model", "eagle_model", "tokenizer"):
+        assert (deployment / name).is_dir()
+    assert (deployment / "eagle_model" / "model.safetensors").is_file()
+    assert json.loads((deployment / "config.json").read_text()) == {
+        "base_model_path": "./deployment/base_model", "eagle_model_path": "./deployment/eagle_model",
+        "tokenizer_path": "./deployment/tokenizer", "max_new_tokens": 512, "temperature": 0.7, "top_p": 0.9,
+        "use_eagle3": True}
+
+
+def test_tutorial_export_snippet(deployment, reference, tmp_path):
+    scope = {"EaModel": EaModel, "base_model": str(deployment / "base_model")}
+    exec(TUTORIAL_EXPORT, scope)
+    scope["export_for_deployment"](str(deployment / "eagle_model"), str(tmp_path / "deployment"))
+    again = EaModel.from_pretrained(base_model_path=str(tmp_path / "deployment" / "base_model"),
+                                    ea_model_path=str(tmp_path / "deployment" / "eagle_model"),
+                                    tokenizer_path=str(tmp_path / "deployment" / "tokenizer"), dtype=torch.float32)
+    ids = torch.tensor([again.tokenizer("def add(a, b):").input_ids])
+    assert torch.equal(again.eagenerate(ids, max_new_tokens=16), reference.naivegenerate(ids, max_new_tokens=16))
+
+
+def test_config_errors_name_the_problem(deployment, tmp_path):
+    cfg = json.loads((deployment / "config.json").read_text())
+    (tmp_path / "typo.json").write_text(json.dumps({**cfg, "temprature": 0.2}))
+    with pytest.raises(ConfigError, match="unknown key.*temprature"):
+        DeployConfig.load(tmp_path / "typo.json")
+    (tmp_path / "moved.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="base_model_path './deployment/base_model' not found; tried"):
+        DeployConfig.load(tmp_path / "moved.json").resolve("base_model_path")
+
+
+# ---------------------------------------------------------------------------- the server
+
+def test_health_and_models(server):
+    client, engine = server
+    assert client.get("/health").json()["status"] == "ok"
+    models = client.get("/v1/models").json()
+    assert models["object"] == "list" and models["data"][0]["id"] == engine.name == "deployment"
+
+
+def test_completion_is_the_greedy_text_and_streams_the_same(server, reference):
+    client, _ = server
+    prompt = "def add(a, b):\n    return"
+    ids = reference.tokenizer(prompt).input_ids
+    body = {"model": "deployment", "prompt": prompt, "max_tokens": 40, "temperature": 0}
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    text = out["choices"][0]["text"]
+    assert text == naive_text(reference, ids, 40)
+    assert out["object"] == "text_completion" and out["choices"][0]["finish_reason"] == "length"
+    assert out["usage"] == {"prompt_tokens": len(ids), "completion_tokens": 40, "total_tokens": len(ids) + 40}
+    tau = out["eagle"]["tau"]
+    assert 1.0 < tau <= reference.tree.depth + 1, "the fitted draft should get paths accepted"
+
+    chunks = sse(client, "/v1/completions", body)
+    assert "".join(c["choices"][0]["text"] for c in chunks) == text
+    assert len(chunks) > 2 and chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert chunks[-1]["usage"]["completion_tokens"] == 40 and chunks[-1]["eagle"]["tau"] == tau
+
+
+def test_chat_completion_uses_the_template(server, reference):
+    client, _ = server
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "sum a list"}]
+    tok = reference.tokenizer
+    ids = tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+              add_special_tokens=False).input_ids
+    body = {"model": "x", "messages": messages, "max_tokens": 24, "temperature": 0}
+    out = client.post("/v1/chat/completions", json=body).json()
+    msg = out["choices"][0]["message"]
+    assert out["object"] == "chat.completion" and msg["role"] == "assistant"
+    assert msg["content"] == naive_text(reference, ids, 24)
+    assert out["usage"]["prompt_tokens"] == len(ids)
+    chunks = sse(client, "/v1/chat/completions", body)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == msg["content"]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+
+
+def test_stop_string_cuts_the_text(server, reference):
+    client, _ = server
+    prompt = "def add(a, b):\n    return"
+    full = naive_text(reference, reference.tokenizer(prompt).input_ids, 40)
+    stop = next(full[i:i + 2] for i in range(1, len(full) - 2) if "\ufffd" not in full[i:i + 2])
+    body = {"prompt": prompt, "max_tokens": 40, "temperature": 0, "stop": [stop]}
+    out = client.post("/v1/completions", json=body).json()
+    assert out["choices"][0]["text"] == full[:full.index(stop)]
+    assert out["choices"][0]["finish_reason"] == "stop"
+    assert "".join(c["choices"][0]["text"] for c in sse(client, "/v1/completions", body)) == full[:full.index(stop)]
+
+
+def test_requests_are_served_one_at_a_time(server):
+    client, _ = server
+    body = {"prompt": "class A:\n", "max_tokens": 24, "temperature": 0}
+    with ThreadPoolExecutor(3) as pool:
+        texts = list(pool.map(lambda _: client.post("/v1/completions", json=body).json()["choices"][0]["text"],
+                              range(3)))
+    assert texts[0] == texts[1] == texts[2]
+
+
+@pytest.mark.parametrize("path,body,status,needle", [
+    ("/v1/completions", {"prompt": "x", "temperature": -1}, 400, "temperature must be >= 0"),
+    ("/v1/completions", {"prompt": "x", "top_p": 1.5}, 400, "top_p must be in [0.0, 1.0]"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": "many"}, 400, "max_tokens must be an integer"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 0}, 400, "max_tokens must be >= 1"),
+    ("/v1/completions", {"prompt": "x", "n": 2}, 400, "n must be 1"),
+    ("/v1/completions", {"prompt": ["a", "b"]}, 400, "one prompt per request"),
+    ("/v1/completions", {"prompt": [1, 99999]}, 400, "outside the vocabulary"),
+    ("/v1/completions", {"max_tokens": 3}, 400, "prompt is required"),
+    ("/v1/completions", {"prompt": "a" * 600}, 400, "prompt has 600 tokens"),
+    ("/v1/completions", {"prompt": "a" * 600, "stream": True}, 400, "prompt has 600 tokens"),
+    ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "hi"}]}, 400, "role is 'robot'"),
+    ("/v1/chat/completions", {"messages": []}, 400, "non-empty list"),
+])
+def test_bad_requests_are_400_with_the_reason(server, path, body, status, needle):
+    client, _ = server
+    r = client.post(path, json=body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert needle in err["message"] and err["type"] == "invalid_request_error"
+
+
+def test_body_must_be_json(server):
+    client, _ = server
+    r = client.post("/v1/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+
+
+def test_eagle_serve_command(deployment, reference):
+    """`eagle serve --config` as a user runs it: a separate process on a loopback port."""
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "eagle", "serve", "--config", str(deployment / "config.json"),
+                             "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--device", "cpu",
+                             "--log-level", "warning"], cwd=deployment.parent, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            if proc.poll() is not None:
+                pytest.fail(f"eagle serve exited: {proc.stdout.read().decode()[-2000:]}")
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        out = httpx.post(url + "/v1/completions", json={"prompt": "def f(x):", "max_tokens": 12, "temperature": 0},
+                         timeout=60).json()
+        assert out["choices"][0]["text"] == naive_text(reference, reference.tokenizer("def f(x):").input_ids, 12)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

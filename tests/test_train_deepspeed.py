@@ -1,0 +1,56 @@
+"""DeepSpeed on CPU (bf16 ZeRO-1 config): trains, writes its own checkpoint into resume/, and resumes
+bit-exactly; the tutorial's fp16 config falls back to plain PyTorch with one line saying why.
+Skipped when DeepSpeed is not installed (it is optional: `pip install deepspeed==0.19.8`)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from eagle.train.config import TrainConfig
+from eagle.train.runtime import setup
+from eagle.train.tiny import write_tiny
+
+MAIN_DIR = Path(__file__).resolve().parents[1] / "eagle" / "traineagle3"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_tutorial_config_without_gpu_reads_batch_from_it(monkeypatch):
+    cfg = TrainConfig(basepath="b", trainpath="t", testpath="v", deepspeed_config=str(MAIN_DIR / "ds_config.json"))
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU the tutorial's config runs DeepSpeed itself")
+    rt = setup(cfg)
+    assert (rt.batch_size, rt.grad_accum, rt.max_grad_norm, rt.use_deepspeed) == (2, 4, 0.5, False)
+    assert rt.dtype == torch.bfloat16  # fp16 on a CPU falls back
+    assert any("plain PyTorch" in n for n in rt.notices)
+    assert any("train_batch_size 16" in n for n in rt.notices)  # 2 x 4 x 1 process = 8
+
+
+def test_deepspeed_cpu_trains_and_resumes(tmp_path):
+    pytest.importorskip("deepspeed")
+    from eagle.train.trainer import train
+
+    tiny = write_tiny(tmp_path / "tiny", n_train=32, n_test=8)
+    cfg = TrainConfig(basepath=str(tiny["base"]), trainpath=str(tiny["train"]), testpath=str(tiny["test"]),
+                      data_format="fim", deepspeed_config=str(MAIN_DIR / "ds_config_cpu.json"), num_epochs=2,
+                      batch_size=2, grad_accum=2, max_length=64, draft_vocab_size=128, lr=3e-3, save_steps=3)
+    full = train(cfg.replace(savedir=str(tmp_path / "full")))
+    assert full.finished
+    part = train(cfg.replace(savedir=str(tmp_path / "part"), max_steps=5))
+    assert not part.finished and (tmp_path / "part" / "resume" / "deepspeed").is_dir()
+    train(cfg.replace(savedir=str(tmp_path / "part"), resume="yes"))
+    a, b = (load_file(str(tmp_path / d / "state_1" / "model.safetensors")) for d in ("full", "part"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["fc.weight"].dtype == torch.bfloat16  # saved in the training dtype
+    ma, mb = (json.loads((tmp_path / d / "state_1" / "metrics.json").read_text()) for d in ("full", "part"))
+    assert ma["test_acc"] == mb["test_acc"] and ma["loss"] == mb["loss"]
+    assert ma["train_acc"][0] > 100 / 128
