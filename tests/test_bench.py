@@ -84,7 +84,8 @@ def _bench(root, *extra):
 
 def test_bench_end_to_end(files, capsys):
     root, tok = files
-    res = _bench(root, "--assistant", str(root / "base"), "--tune", "--tune-context", "16")
+    res = _bench(root, "--assistant", str(root / "base"), "--tune", "--tune-context", "16", "--lookup", "4")
+    assert res["tree"] == {"total_token": 8, "depth": 3, "top_k": 2, "lookup": 4}  # --total-token beats --tune
     assert res["dtype"] == "float32" and res["threads"] == 1 and res["draft"]["metrics"]["acc"] == [0.5]
     assert set(res["workloads"]) == {"code", "chat", "fim", "sample"}
     assert res["peak_rss_mb"] > 0 and res["tune"]["table"][0]["tokens"] == 1
@@ -100,7 +101,8 @@ def test_bench_end_to_end(files, capsys):
         assert methods["naive"]["tau"] == pytest.approx(1.0) and methods["hf"]["tau"] == pytest.approx(1.0)
         e = methods["eagle"]
         assert e["identical_share"] == 1.0 and e["first_divergence"] == []  # fp32 greedy: exact
-        assert 1.0 <= e["tau"] <= 3 + 1
+        assert 1.0 <= e["tau"] <= max(3, 4) + 1  # the longest draft: depth 3, or the 4-token lookup branch
+        assert e["tree_tokens"] >= 8
         for key in ("ceiling", "efficiency", "draft_time_share", "one_token_ms", "tree_verify_ms"):
             assert e[key] > 0 and math.isfinite(e[key]), key
         assert 0 < e["draft_time_share"] < 1
@@ -112,14 +114,16 @@ def test_bench_end_to_end(files, capsys):
     assert "vs naive" in printed and "<- total_token" in printed
 
 
-def test_tau_matches_an_independent_count(files):
+@pytest.mark.parametrize("lookup", [0, 4])
+def test_tau_matches_an_independent_count(files, lookup):
     """Re-run the eagle generations with the streaming API, counting base forwards ourselves."""
     from eagle.model.ea_model import EaModel
+    from eagle.model.tree import TreeConfig
 
     root, tok = files
-    res = _bench(root, "--workloads", "code,fim", "--methods", "naive,eagle")
-    model = EaModel.from_pretrained(str(root / "base"), str(root / "draft"), total_token=8, depth=3, top_k=2,
-                                    dtype=torch.float32)
+    res = _bench(root, "--workloads", "code,fim", "--methods", "naive,eagle", "--lookup", str(lookup))
+    model = EaModel.from_pretrained(str(root / "base"), str(root / "draft"), dtype=torch.float32)
+    model.tree = TreeConfig(total_token=8, depth=3, top_k=2, lookup=lookup)
     for w in ("code", "fim"):
         wl = build_workload(w, tok, 2, 12, root / "data", root / "src", "all")
         new = steps = 0

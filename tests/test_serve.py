@@ -12,7 +12,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 import torch
 
@@ -23,7 +22,9 @@ from eagle.serve.server import build_app, load_engine
 from eagle.train.tiny import tiny_base, tiny_tokenizer
 from tiny import fit_draft
 
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi", reason="pip install 'eagle-spec[serve]'")
+uvicorn = pytest.importorskip("uvicorn", reason="pip install 'eagle-spec[serve]'")
+httpx = pytest.importorskip("httpx", reason="pip install 'eagle-spec[serve]'")
 ROOT = Path(__file__).resolve().parents[1]
 
 TUTORIAL_EXPORT = '''
@@ -56,7 +57,7 @@ def build_tiny(root: Path) -> tuple[Path, Path]:
                 p.mul_(0.1)
     base.save_pretrained(root / "base")
     tiny_tokenizer().save_pretrained(root / "base")
-    fit_draft(base, steps=30).save_pretrained(root / "draft")
+    fit_draft(base, steps=20).save_pretrained(root / "draft")
     return root / "base", root / "draft"
 
 
@@ -260,6 +261,26 @@ def test_body_must_be_json(server):
     assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
 
 
+def test_serve_command_line(deployment, tmp_path):
+    import argparse
+
+    from eagle.serve.server import config_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser)
+    cfg = config_from_args(parser.parse_args(["--config", str(deployment / "config.json"), "--temperature", "0",
+                                              "--dtype", "float32"]))
+    assert (cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.dtype) == (0.0, 0.9, 512, "float32")
+    assert Path(cfg.resolve("eagle_model_path")) == (deployment / "eagle_model").resolve()
+    cfg = config_from_args(parser.parse_args(["--basepath", "b", "--ea-model-path", "d", "--max-new-tokens", "64"]))
+    assert (cfg.base_model_path, cfg.eagle_model_path, cfg.max_new_tokens, cfg.temperature) == ("b", "d", 64, 0.7)
+    for argv in (["--config", "c.json", "--basepath", "b"], ["--basepath", "b"]):
+        with pytest.raises(ConfigError):
+            config_from_args(parser.parse_args(argv))
+    assert eagle_main(["serve", "--config", str(tmp_path / "missing.json")]) == 2
+
+
+@pytest.mark.slow
 def test_eagle_serve_command(deployment, reference):
     """`eagle serve --config` as a user runs it: a separate process on a loopback port."""
     port = free_port()

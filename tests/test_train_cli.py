@@ -130,7 +130,8 @@ def test_bad_input_is_refused_early(tiny, tmp_path, capsys):
     assert "empty" in _run_bad(capsys, tiny, root / "b", testpath=empty)
     err = _run_bad(capsys, tiny, root / "c", max_length=6)
     assert "longer than --max_length 6" in err
-    nothing = write_jsonl(root / "nothing.jsonl", [{"prefix": "abc", "middle": "", "suffix": "d", "truncated": True}] * 4)
+    empty_middle = {"prefix": "abc", "middle": "", "suffix": "d", "truncated": True}  # no target, no end token
+    nothing = write_jsonl(root / "nothing.jsonl", [empty_middle] * 4)
     assert "no trainable tokens" in _run_bad(capsys, tiny, root / "d", trainpath=nothing)
     blocker = root / "file"
     blocker.write_text("x")
@@ -163,3 +164,6 @@ def test_resume_refuses_another_base_or_draft(tiny, tmp_path, capsys):
     assert train_main(["--basepath", str(tiny["base"]), "--draft_vocab_size", "64", *common]) == 0
     assert "Resuming from" in capsys.readouterr().out
     assert train_main(["--basepath", str(tiny["base"]), "--draft_vocab_size", "100", "--resume", "no", *common]) == 0
+    capsys.readouterr()
+    assert train_main(["--basepath", str(tiny["base"]), "--draft_vocab_size", "100", *common]) == 0
+    assert "Nothing to do" in capsys.readouterr().out

@@ -76,4 +76,5 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     for k in ("acc", "loss", "train_acc", "train_ploss", "test_acc", "test_ploss", "tokens_seen", "global_step", "lr"):
         assert ma[k] == mb[k], k
     assert (save / "resume" / "trainer_state.json").is_file() and not (save / ".resume.old").exists()
+    assert not list(save.glob(".tmp-*"))
     shutil.rmtree(tmp_path / "tiny")

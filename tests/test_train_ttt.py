@@ -38,13 +38,13 @@ def _draft(base, vd=64, seed=1):
     return d.eval()
 
 
-def _samples(n=3, lengths=(20, 14, 9), seed=0):
+def _samples(n=3, lengths=(20, 14, 9), seed=0, density=0.7):
     g = torch.Generator().manual_seed(seed)
     out = []
     for i in range(n):
         L = lengths[i % len(lengths)]
         ids = torch.randint(0, 256, (L,), generator=g).tolist()
-        mask = (torch.rand(L, generator=g) < 0.7).long().tolist()
+        mask = (torch.rand(L, generator=g) < density).long().tolist()
         out.append(Sample(ids, mask))
     return out
 
@@ -59,7 +59,7 @@ def test_ttt_attention_is_the_tree_drafters(base):
     with torch.no_grad():
         feats = fused_features(base(ids, output_hidden_states=True).hidden_states, draft.config.aux_layer_ids)
         embeds = emb(ids)
-        steps = list(ttt_unroll(draft, feats, embeds, 5))
+        steps = [st.hidden for st in ttt_unroll(draft, feats, embeds, 5)]  # every origin
         # reference: step 0 over the prompt, then one origin at a time, one node per call
         x1 = emb(ids[:, 1:])
         d0 = draft(feats[:, :-1], x1, torch.arange(15)[None])
@@ -90,7 +90,8 @@ def _reference_loss(draft, base, samples, target_ids, k, decay):
             out = base(ids, output_hidden_states=True)
         base_p = torch.softmax(out.logits[0][:, target_ids].float(), -1)  # restricted, renormalised
         argmax = out.logits[0].argmax(-1)
-        hs = list(ttt_unroll(draft, fused_features(out.hidden_states, draft.config.aux_layer_ids), emb(ids), k))
+        hs = [st.hidden for st in ttt_unroll(draft, fused_features(out.hidden_states, draft.config.aux_layer_ids),
+                                             emb(ids), k)]
         for j in range(min(k, len(hs))):
             for t in range(L):
                 p = t + 1 + j
@@ -103,8 +104,9 @@ def _reference_loss(draft, base, samples, target_ids, k, decay):
     return loss, [len(t) for t in terms], correct
 
 
-def test_loss_matches_per_position_reference(base):
-    samples = _samples(3)
+@pytest.mark.parametrize("density", [0.7, 0.15])
+def test_loss_matches_per_position_reference(base, density):
+    samples = _samples(3, (20, 14, 9), density=density)
     target_ids = build_vocab(samples, 264, 64)
     draft = _draft(base)
     draft.set_vocab_mapping(target_ids)

@@ -85,6 +85,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--limit", type=int, default=None)
     c.add_argument("--source", default=None, help="another ShareGPT JSON file (default: the package's)")
     c.set_defaults(func=_corpus_sharegpt)
+    c = corpora.add_parser("instructions", help="coding requests (chat) from the stdlib's documented functions")
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("--limit", type=int, default=None)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--split", choices=["train", "eval", "all"], default="train",
+                   help="held-out rule as for `corpus stdlib` (default: train files only)")
+    c.set_defaults(func=_corpus_instructions)
     p.set_defaults(func=lambda args: _usage(p))
 
     parser.set_defaults(func=lambda args: _usage(parser))
@@ -271,6 +278,16 @@ def _corpus_stdlib(args) -> int:
     except ValueError as e:
         return _fail(str(e))
     return _report_fim(report, args.output, time.perf_counter() - t)
+
+
+def _corpus_instructions(args) -> int:
+    from .corpus import NEVER_DIRS, TEST_DIRS, stdlib_roots
+    from .instructions import build_requests
+
+    n = build_requests(stdlib_roots(), args.output, split=args.split, limit=args.limit, seed=args.seed,
+                       exclude_dir=lambda part: part in NEVER_DIRS | TEST_DIRS)
+    print(f"{n} coding requests written -> {args.output}")
+    return 0 if n else 1
 
 
 def _corpus_sharegpt(args) -> int:

@@ -11,6 +11,7 @@ so a noisy shared machine slows all of them alike. See docs/benchmark.md for eve
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import platform
 import statistics
@@ -49,6 +50,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--total-token", type=int, default=None, help="tree nodes verified per step (default: per device)")
     p.add_argument("--depth", type=int, default=None)
     p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--lookup", type=int, default=None,
+                   help="prompt-lookup branch grafted on the tree, in tokens (0 = off; default: per device)")
     p.add_argument("--assistant", default=None, help="assistant model for `assisted` (zoo name or folder)")
     p.add_argument("--data-dir", default=None,
                    help="eval question folder (default: $EAGLE_EVAL_DATA, else ../shared/data/eval)")
@@ -81,16 +84,17 @@ def load_setup(args):
     from eagle.model.tree import TreeConfig
 
     dtype = getattr(torch, args.dtype)
-    tree_kw = dict(total_token=args.total_token, depth=args.depth, top_k=args.top_k)
     if args.ea_model_path:
-        model = EaModel.from_pretrained(base_model_path=args.basepath, ea_model_path=args.ea_model_path,
-                                        dtype=dtype, **tree_kw)
+        model = EaModel.from_pretrained(base_model_path=args.basepath, ea_model_path=args.ea_model_path, dtype=dtype)
     else:
         base, tok = load_base(args.basepath, dtype=dtype), load_tokenizer(args.basepath)
         # a small untrained stand-in, so naive/hf/pld run on the same EaModel object
         draft = Eagle3Draft(DraftConfig.from_base(base.config, draft_vocab_size=min(1024, base.config.vocab_size)))
-        auto = TreeConfig.for_device(base.device)
-        model = EaModel(base, draft, tok, TreeConfig(**{k: v or getattr(auto, k) for k, v in tree_kw.items()}))
+        model = EaModel(base, draft, tok)
+    # one tree rule for both paths: the device's defaults, overridden flag by flag
+    given = dict(total_token=args.total_token, depth=args.depth, top_k=args.top_k, lookup=args.lookup)
+    model.tree = dataclasses.replace(TreeConfig.for_device(model.device),
+                                     **{k: v for k, v in given.items() if v is not None})
     assistant_path = args.assistant or known_assistant(args.basepath)
     assistant = None
     if "assisted" in args.methods and assistant_path:
@@ -135,9 +139,11 @@ def run_workload(setup, wl, methods: list[str], repeats: int = 5, seed: int = 0)
     if "eagle" in figs and figs["eagle"]["tau"] is not None:
         # the verify and one-token times at the context the loop typically ran at
         ctx = int(statistics.median(len(p.input_ids) + len(r.ids) / 2 for p, r in zip(wl.prompts, runs["eagle"])))
-        t = setup.model.tree.total_token
+        # the tree as verified: total_token, plus the prompt-lookup branch's nodes when that is on
+        sizes = [n for r in runs["eagle"] if r.phases for n in r.phases["tree_sizes"] if n]
+        t = int(statistics.median(sizes)) if sizes else setup.model.tree.total_token
         times = forward_times(setup.base, ctx, sizes=(1, t) if t > 1 else (1,), repeats=repeats)
-        report.eagle_figures(figs["eagle"], runs["eagle"], times[1], times[t], ctx)
+        report.eagle_figures(figs["eagle"], runs["eagle"], times[1], times[t], ctx, t)
     return figs
 
 
@@ -150,8 +156,6 @@ def main(args) -> int:
     from eagle.eval import report
     from eagle.eval.tune import suggest_tree
     from eagle.eval.workloads import WorkloadError, build_workload
-    from eagle.model.tree import TreeConfig
-
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.num_prompts is not None and args.num_prompts < 1:
@@ -189,10 +193,9 @@ def main(args) -> int:
         print(s.format(), flush=True)
         result["tune"] = s.to_dict()
         if args.total_token is None:
-            tr = setup.model.tree
-            setup.model.tree = TreeConfig(total_token=s.total_token, depth=tr.depth, top_k=tr.top_k)
+            setup.model.tree = dataclasses.replace(setup.model.tree, total_token=s.total_token)
     tr = setup.model.tree
-    result["tree"] = {"total_token": tr.total_token, "depth": tr.depth, "top_k": tr.top_k}
+    result["tree"] = dataclasses.asdict(tr)
 
     for wl in workloads:
         name = wl.name
@@ -212,7 +215,7 @@ def main(args) -> int:
 
     print(report.table(result), flush=True)
     print(f"peak RSS {result.get('peak_rss_mb', report.peak_rss_mb()):.0f} MB, threads {result['threads']}, "
-          f"dtype {args.dtype}, tree {tr.total_token}/{tr.depth}/{tr.top_k}", flush=True)
+          f"dtype {args.dtype}, tree {result['tree']}", flush=True)
     if args.out:
         print(f"wrote {report.write_json(result, args.out)}", flush=True)
     return 0

@@ -20,7 +20,8 @@ DTYPES = ("bfloat16", "float16", "float32", "auto")
 
 def _model_flags(p: argparse.ArgumentParser, draft: bool = True) -> None:
     p.add_argument("--basepath", required=draft, default=None,
-                   help="base model: HF folder, hub id, .gguf file or zoo name (qwen2.5-coder-0.5b)")
+                   help="base model: HF folder, hub id, .gguf file or zoo name (qwen2.5-coder-0.5b)"
+                        + ("" if draft else "; default: the run's, from state_N/train_config.json"))
     if draft:
         p.add_argument("--ea-model-path", "--ea_model_path", dest="ea_model_path", required=True,
                        help="draft head folder (config.json + model.safetensors), e.g. checkpoints/state_39")

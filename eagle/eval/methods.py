@@ -93,7 +93,7 @@ class PhaseClock:
 
     def __enter__(self):
         for kind, mod in (("base", self.base), ("draft", self.draft)):
-            self._handles.append(mod.register_forward_pre_hook(self._start(kind)))
+            self._handles.append(mod.register_forward_pre_hook(self._start(kind), with_kwargs=True))
             self._handles.append(mod.register_forward_hook(self._end))
         self.t0 = time.perf_counter()
         return self
@@ -104,8 +104,9 @@ class PhaseClock:
             h.remove()
 
     def _start(self, kind):
-        def hook(_m, _args):
-            self.events.append([kind, time.perf_counter(), None])
+        def hook(_m, _args, kwargs):
+            ids = kwargs.get("input_ids")
+            self.events.append([kind, time.perf_counter(), None, ids.shape[-1] if ids is not None else None])
         return hook
 
     def _end(self, _m, _args, _out):
@@ -115,20 +116,21 @@ class PhaseClock:
         ev = self.events
         if len(ev) < 3 or ev[0][0] != "base" or ev[1][0] != "draft":
             return None  # stopped at the first token: no cycle ran
-        start, draft_s, verify_s, verify_each, cycles = ev[1][2], 0.0, 0.0, [], 0
+        start, draft_s, verify_s, verify_each, sizes, cycles = ev[1][2], 0.0, 0.0, [], [], 0
         after_verify = False
-        for kind, t0, t1 in ev[2:]:
+        for kind, t0, t1, n in ev[2:]:
             if kind == "base":
                 draft_s += t0 - start  # tree expansion and mask building
                 verify_s += t1 - t0
                 verify_each.append(t1 - t0)
+                sizes.append(n)
                 after_verify, cycles = True, cycles + 1
             elif after_verify:  # the commit of the accepted tokens
                 draft_s += t1 - t0
                 start, after_verify = t1, False
         decode_s = self.t_end - ev[1][2]
         return {"draft_s": draft_s, "verify_s": verify_s, "other_s": max(decode_s - draft_s - verify_s, 0.0),
-                "decode_s": decode_s, "cycles": cycles, "verify_each_s": verify_each}
+                "decode_s": decode_s, "cycles": cycles, "verify_each_s": verify_each, "tree_sizes": sizes}
 
 
 # ---------------------------------------------------------------------------- the methods

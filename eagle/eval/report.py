@@ -77,9 +77,11 @@ def compare(figs: dict[str, dict], runs: dict[str, list[Run]], prompt_ids: list[
             f["first_divergence"] = [{"id": pid, "index": d} for pid, d in zip(prompt_ids, div) if d is not None]
 
 
-def eagle_figures(f: dict, runs: list[Run], one_token_s: float, verify_s: float, context: int) -> None:
+def eagle_figures(f: dict, runs: list[Run], one_token_s: float, verify_s: float, context: int,
+                  tree_tokens: int) -> None:
     """Ceiling, efficiency and the draft's share of a cycle, in place."""
     f["context"] = context
+    f["tree_tokens"] = tree_tokens
     f["one_token_ms"] = one_token_s * 1e3
     f["tree_verify_ms"] = verify_s * 1e3
     f["ceiling"] = f["tau"] * one_token_s / verify_s if f.get("tau") and verify_s > 0 else None
@@ -136,7 +138,8 @@ def draft_recipe(ea_model_path: str | None, recipe_file: str | None = None) -> d
 # ---------------------------------------------------------------------------- output
 
 def _fmt(x, spec: str, suffix: str = "") -> str:
-    return "-" if x is None else f"{x:{spec}}{suffix}"
+    width = int(spec.split(".")[0] or 0) + len(suffix)
+    return ("-" if x is None else f"{x:{spec}}{suffix}").rjust(width)
 
 
 def table(result: dict) -> str:

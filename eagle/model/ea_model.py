@@ -43,9 +43,10 @@ class EaModel(nn.Module):
     @classmethod
     def from_pretrained(cls, base_model_path: str, ea_model_path: str, use_eagle3: bool = True,
                         total_token: int | None = None, depth: int | None = None, top_k: int | None = None,
-                        tokenizer_path: str | None = None, trust_remote_code: bool = False, **kwargs) -> "EaModel":
+                        lookup: int | None = None, tokenizer_path: str | None = None, trust_remote_code: bool = False, **kwargs) -> "EaModel":
         """kwargs reach the base loader (dtype, device_map, attn_implementation, ...). Tree settings
-        left as None take the device's defaults (TreeConfig.for_device)."""
+        left as None take the device's defaults (TreeConfig.for_device); lookup=0 turns off the
+        prompt-lookup branch."""
         if not use_eagle3:
             raise ValueError("only EAGLE-3 draft heads are supported (use_eagle3=True)")
         base = load_base(base_model_path, trust_remote_code=trust_remote_code, **kwargs)
@@ -54,7 +55,7 @@ class EaModel(nn.Module):
         tok = load_tokenizer(tokenizer_path or base_model_path, trust_remote_code=trust_remote_code)
         auto = TreeConfig.for_device(base.device)
         tree = TreeConfig(total_token=total_token or auto.total_token, depth=depth or auto.depth,
-                          top_k=top_k or auto.top_k)
+                          top_k=top_k or auto.top_k, lookup=auto.lookup if lookup is None else lookup)
         return cls(base, draft, tok, tree)
 
     def get_tokenizer(self):
@@ -129,3 +130,11 @@ class EaModel(nn.Module):
                       max_new_tokens: int = 512, max_length: int = 2048, log: bool = False):
         return self._run(self.naive_generate(input_ids, temperature, top_p, top_k, max_new_tokens, max_length),
                          input_ids, log)
+
+    def generate(self, input_ids=None, attention_mask=None, max_new_tokens: int = 512, temperature: float = 0.0,
+                 top_p: float = 0.0, top_k: int = 0, max_length: int = 2048, **unused):
+        """`model.generate(**tokenizer(text, return_tensors="pt"), max_new_tokens=50)` as the tutorial
+        calls it (5.3.3): speculative generation of one unpadded prompt."""
+        if attention_mask is not None and not bool(torch.as_tensor(attention_mask).all()):
+            raise ValueError("padded prompts are not supported: pass one unpadded prompt (batch size 1)")
+        return self.eagenerate(input_ids, temperature, top_p, top_k, max_new_tokens, max_length)

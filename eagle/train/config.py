@@ -26,7 +26,8 @@ def _f(default, help: str, **extra):
 @dataclass
 class TrainConfig:
     # ---- the tutorial's flags -------------------------------------------------------------
-    basepath: str = _f(None, "base model: local HF folder, hub id, .gguf file or zoo name (qwen2.5-coder-0.5b)", required=True)
+    basepath: str = _f(None, "base model: local HF folder, hub id, .gguf file or zoo name (qwen2.5-coder-0.5b)",
+                       required=True)
     trainpath: str = _f(None, "training JSONL (fim or chat records)", required=True)
     testpath: str = _f(None, "test JSONL, same format", required=True)
     savedir: str = _f("checkpoints", "output folder: state_<epoch>/, training.log, resume/")
@@ -43,7 +44,8 @@ class TrainConfig:
                                       "config's train_micro_batch_size_per_gpu, else 2)")
     grad_accum: int | None = _f(None, "micro-batches per optimizer step (default: the config's "
                                       "gradient_accumulation_steps, else 1)")
-    max_grad_norm: float | None = _f(None, "gradient clipping (default: the config's gradient_clipping, else 0.5; 0 = off)")
+    max_grad_norm: float | None = _f(None, "gradient clipping (default: the config's gradient_clipping, else 0.5; "
+                                           "0 = off)")
     max_steps: int | None = _f(None, "stop after this many optimizer steps in all (a budget; resumable)")
     seed: int = _f(0, "seed for the draft's initial weights and the data order")
     # ---- the EAGLE-3 objective -----------------------------------------------------------

@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -236,10 +235,3 @@ class FeatureCache:
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.dir.glob("*.safetensors"))
-
-
-@dataclass
-class CacheReport:
-    built: dict[str, bool]
-    bytes: int
-    seconds: float

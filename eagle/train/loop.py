@@ -25,7 +25,8 @@ class Sums:
 
     @classmethod
     def zeros(cls, k: int) -> "Sums":
-        return cls(torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.long), torch.zeros(k, dtype=torch.long))
+        return cls(torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.long),
+                   torch.zeros(k, dtype=torch.long))
 
     def add(self, ploss, correct, count, tokens: int = 0) -> None:
         self.ploss += ploss.detach().cpu().double()

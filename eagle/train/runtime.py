@@ -173,6 +173,8 @@ def deepspeed_config_for(rt: Runtime) -> dict:
     return cfg
 
 
-def teardown() -> None:
-    if dist.is_initialized():
+def teardown(rt: Runtime | None = None) -> None:
+    # DeepSpeed keeps its own handles on the group in module globals and cannot rebuild them
+    # within one process, so its group stays for a later run in the same process (tests, notebooks).
+    if dist.is_initialized() and not (rt is not None and rt.use_deepspeed):
         dist.destroy_process_group()

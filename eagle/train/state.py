@@ -96,6 +96,12 @@ def check_writable(savedir: str | Path) -> Path:
     return p
 
 
+def clean_stale(savedir: Path) -> None:
+    """Remove temporary folders a killed run left behind (never read: only renamed ones count)."""
+    for p in savedir.glob(".tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def draft_copy(draft: Eagle3Draft, dtype: torch.dtype) -> Eagle3Draft:
     """A CPU copy in `dtype` (integer buffers d2t/t2d keep theirs)."""
     return copy.deepcopy(draft).to(device="cpu", dtype=dtype)

@@ -27,8 +27,8 @@ from eagle.train.features import BaseRunner, FeatureCache, OnlineSource, StoredS
 from eagle.train.loop import Stepper, Sums, lr_lambda, micro_batches
 from eagle.train.report import Reporter, progress_bar
 from eagle.train.runtime import Runtime, deepspeed_config_for, setup, teardown
-from eagle.train.state import (TrainerState, check_writable, find_resume, load_training, save_epoch,
-                               save_resume, set_rng_state)
+from eagle.train.state import (TrainerState, check_writable, clean_stale, find_resume, load_training,
+                               save_epoch, save_resume, set_rng_state)
 from eagle.train.ttt import TargetHead, TTTObjective
 
 # Settings that change what a resumed run would compute; the rest (lr, epochs, logging) may change.
@@ -64,7 +64,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         return _train(cfg, rt, rep, savedir, fmt)
     finally:
         rep.close()
-        teardown()
+        teardown(rt)
 
 
 def _check_resume(cfg: TrainConfig, rt: Runtime, savedir: Path, rep: Reporter) -> Path | None:
@@ -74,6 +74,8 @@ def _check_resume(cfg: TrainConfig, rt: Runtime, savedir: Path, rep: Reporter) -
     if resume is None:
         if cfg.resume == "yes":
             raise TrainError(f"--resume: no resumable state in {savedir} (expected {savedir}/resume/)")
+        if any(savedir.glob("state_*")):
+            rep.line(f"{savedir} holds state_* folders but no resume/ state: starting afresh (they will be overwritten)")
         return None
     saved = TrainConfig.load(resume / "train_config.json")
     state = TrainerState.load(resume)
@@ -99,7 +101,8 @@ def _check_resume_model(resume: Path, dcfg: DraftConfig, fingerprint: str) -> No
     if TrainerState.load(resume).base_fingerprint != fingerprint:
         problems.append("the base model differs (config or weights)")
     a, b = saved.to_dict(), dcfg.to_dict()
-    problems += [f"draft {k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    problems += [f"draft {k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
+                 if a.get(k) != b.get(k)]
     if problems:
         raise TrainError(f"cannot resume from {resume}: " + "; ".join(problems)
                          + ". Point --basepath at the model it was trained on, or use --resume no.")
@@ -145,7 +148,15 @@ def _build_features(cfg, rt, rep, savedir, base, aux, samples, fingerprint):
 def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str) -> TrainResult:
     for n in rt.notices:
         rep.notice(n)
+    if rt.is_main:
+        clean_stale(savedir)
     resume = _check_resume(cfg, rt, savedir, rep)
+    if resume is not None:
+        done = TrainerState.load(resume)
+        if done.epoch >= cfg.num_epochs:
+            rep.line(f"Nothing to do: {savedir} already holds all {cfg.num_epochs} epochs "
+                     "(raise --num_epochs to train on, or --resume no to start afresh)")
+            return TrainResult(savedir, done, True)
 
     tokenizer = load_tokenizer(cfg.basepath, trust_remote_code=cfg.trust_remote_code)
     train_s = load_samples(cfg.trainpath, tokenizer, fmt, cfg.max_length)
@@ -207,7 +218,9 @@ def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str
 def _make_stepper(cfg, rt: Runtime, draft: Eagle3Draft, head, embed_weight, total_steps) -> Stepper:
     autocast = None if rt.dtype == torch.float32 or rt.use_deepspeed else rt.dtype
     objective = TTTObjective(draft, cfg.ttt_length, cfg.ttt_decay, autocast_dtype=autocast)
-    optimizer = torch.optim.AdamW(draft.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    # the fused kernel is about 5x faster than the per-tensor loop on CPUs (same update)
+    optimizer = torch.optim.AdamW(draft.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay,
+                                  fused=rt.device.type in ("cpu", "cuda"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, cfg.warmup_ratio))
     common = dict(head=head, embed_weight=embed_weight, device=rt.device, world=rt.world,
                   max_grad_norm=rt.max_grad_norm, all_sum=rt.all_sum)

@@ -119,26 +119,56 @@ def _shift(x: torch.Tensor, k: int) -> torch.Tensor:
 
 def ttt_mask(s: int, j: int, device) -> torch.Tensor:
     """[1, 1, S, S*(j+1)] bool, True = attend: causal over step 0, then the diagonal of each of
-    steps 1..j (a step-j query at origin t sees its own chain of ancestors at origin t only)."""
+    steps 1..j (a step-j query at origin t sees its own chain of ancestors at origin t only).
+    The full-sequence form of the mask `ttt_unroll` builds for a subset of origins."""
     causal = torch.ones(s, s, dtype=torch.bool, device=device).tril()
     eye = torch.eye(s, dtype=torch.bool, device=device)
     return torch.cat([causal] + [eye] * j, 1)[None, None]
 
 
-def ttt_unroll(draft: Eagle3Draft, features: torch.Tensor, embeds: torch.Tensor, ttt_length: int):
-    """Yield the draft's output hidden states [B, S, H] of steps 0..K-1 (at origins t = 0..S-1)."""
+@dataclass
+class Step:
+    j: int
+    hidden: torch.Tensor  # [B, M, H] the draft's output at step j
+    origin: torch.Tensor  # [B, M] origin position t of each row (step 0: every position)
+    real: torch.Tensor  # [B, M] bool, False for padding rows of the subset
+
+
+def ttt_unroll(draft: Eagle3Draft, features: torch.Tensor, embeds: torch.Tensor, ttt_length: int,
+               need: torch.Tensor | None = None):
+    """Yield the draft's outputs of steps 0..K-1.
+
+    Step 0 runs over every position (its keys are everyone's context). Steps j >= 1 run only for
+    the origins in `need` ([B, S] bool, default all): a chain whose targets are never trained
+    (prompt, FIM context) costs nothing past step 0. Per sample the needed origins are packed to
+    the front and padded to the batch's largest count M; a step-j row attends the step-0 keys at
+    positions <= its origin and the rows of steps 1..j with the same index (its own chain).
+    """
     b, s, _ = features.shape
-    pos = torch.arange(s, device=features.device)[None].expand(b, s)
-    keys, values = [], []
-    h = features
-    for j in range(min(ttt_length, s - 1)):
-        past = None if j == 0 else (torch.cat(keys, 2), torch.cat(values, 2))
-        mask = None if j == 0 else ttt_mask(s, j, features.device)
-        out = draft(h, _shift(embeds, 1 + j), pos + j, past_kv=past, mask=mask)
-        keys.append(out.key)
-        values.append(out.value)
+    dev = features.device
+    pos = torch.arange(s, device=dev)[None].expand(b, s)
+    out = draft(features, _shift(embeds, 1), pos)  # step 0: causal over the whole sequence
+    yield Step(0, out.hidden, pos, torch.ones(b, s, dtype=torch.bool, device=dev))
+    if ttt_length < 2 or s < 3:
+        return
+    need = torch.ones(b, s, dtype=torch.bool, device=dev) if need is None else need
+    counts = need.sum(1)  # [B]
+    m = max(int(counts.max()), 1)
+    origin = torch.sort((~need).to(torch.int8), dim=1, stable=True).indices[:, :m]  # needed first, ascending
+    real = torch.arange(m, device=dev)[None] < counts[:, None]  # [B, M]
+    gather = lambda x, idx: x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
+    h = gather(out.hidden, origin)  # [B, M, H]
+    past_k, past_v = [out.key], [out.value]  # step 0: [B, n_kv, S, hd]
+    context = (origin[:, :, None] >= torch.arange(s, device=dev)[None, None])[:, None]  # [B, 1, M, S]
+    own = torch.eye(m, dtype=torch.bool, device=dev).expand(b, 1, m, m)
+    for j in range(1, min(ttt_length, s - 1)):
+        tokens = gather(embeds, (origin + 1 + j).clamp(max=s - 1))  # x_{t+1+j}: [B, M, H]
+        mask = torch.cat([context] + [own] * j, -1)  # [B, 1, M, S + j*M]
+        out = draft(h, tokens, origin + j, past_kv=(torch.cat(past_k, 2), torch.cat(past_v, 2)), mask=mask)
+        past_k.append(out.key)
+        past_v.append(out.value)
         h = out.hidden
-        yield h
+        yield Step(j, h, origin, real)
 
 
 @dataclass
@@ -161,27 +191,36 @@ class TTTObjective(nn.Module):
 
     def forward(self, features, embeds, valid, target_p, target_idx, denom) -> TTTStats:
         k, dev = self.ttt_length, features.device
+        b, s = valid.shape
         param = next(self.draft.parameters())
         if self.autocast_dtype is not None:
             ctx = torch.autocast(dev.type, dtype=self.autocast_dtype)
         else:
             ctx = contextlib.nullcontext()
             features, embeds = features.to(param.dtype), embeds.to(param.dtype)
-        row_of = torch.full(valid.shape, -1, dtype=torch.long, device=dev)
-        row_of[valid] = torch.arange(int(valid.sum()), device=dev)
-        zero = param.sum() * 0.0  # keeps every parameter in the graph, even with nothing to train
-        loss = zero
+        row_of = torch.full((b, s + k + 1), -1, dtype=torch.long, device=dev)  # target row of position p
+        row_of[:, :s][valid] = torch.arange(int(valid.sum()), device=dev)
+        need = torch.zeros_like(valid)  # origins with a trained target at some step >= 1
+        for j in range(1, k):
+            need |= _shift(valid, 1 + j)
+        picked, rows, sizes = [], [], []
+        with ctx:
+            for st in ttt_unroll(self.draft, features, embeds, k, need):
+                r = row_of.gather(1, st.origin + 1 + st.j)  # [B, M] target row of p = t+1+j, or -1
+                keep = (r >= 0) & st.real
+                picked.append(st.hidden[keep])
+                rows.append(r[keep])
+                sizes.append(rows[-1].numel())
+            # one lm_head call for every step: its weight gradient is accumulated once, not K times
+            logp = torch.log_softmax(self.draft.logits(torch.cat(picked)).float(), -1)  # [sum N_j, Vd]
+        rows_all = torch.cat(rows)
+        ce = -(target_p[rows_all] * logp).sum(-1)  # soft cross-entropy per trained position
+        hit = logp.detach().argmax(-1) == target_idx[rows_all]
+        loss = param.sum() * 0.0  # keeps every parameter in the graph, even with nothing to train
         ploss = torch.zeros(k, dtype=torch.float64, device=dev)
         correct = torch.zeros(k, dtype=torch.long, device=dev)
         count = torch.zeros(k, dtype=torch.long, device=dev)
-        with ctx:
-            for j, h in enumerate(ttt_unroll(self.draft, features, embeds, k)):
-                v = _shift(valid, 1 + j)  # [B, S] origins whose target p = t+1+j is trained
-                rows = _shift(row_of, 1 + j)[v]  # [N_j]
-                logp = torch.log_softmax(self.draft.logits(h[v]).float(), -1)  # [N_j, Vd]
-                ce = -(target_p[rows] * logp).sum(-1)  # [N_j]
-                loss = loss + self.decay ** j * ce.sum() / denom[j].clamp(min=1)
-                ploss[j] = ce.detach().sum().double()
-                correct[j] = (logp.detach().argmax(-1) == target_idx[rows]).sum()
-                count[j] = rows.numel()
+        for j, (ce_j, hit_j) in enumerate(zip(ce.split(sizes), hit.split(sizes))):
+            loss = loss + self.decay ** j * ce_j.sum() / denom[j].clamp(min=1)
+            ploss[j], correct[j], count[j] = ce_j.detach().sum().double(), hit_j.sum(), ce_j.numel()
         return TTTStats(loss, ploss, correct, count)
