@@ -93,14 +93,16 @@ class EaModel(nn.Module):
             yield out
 
     def ea_generate(self, input_ids, temperature: float = 0.0, top_p: float = 0.0, top_k: int = 0,
-                    max_new_tokens: int = 512, max_length: int = 2048, log: bool = False) -> Iterator[torch.Tensor]:
-        """Yields prompt+output ids after every base forward (streaming)."""
+                    max_new_tokens: int = 512, max_length: int = 2048, log: bool = False, *,
+                    on_phase=None) -> Iterator[torch.Tensor]:
+        """Yields prompt+output ids after every base forward (streaming). on_phase: see
+        `speculative_decode` (a profiler's hook)."""
         input_ids, sp, limits = self._prepare(input_ids, temperature, top_p, top_k, max_new_tokens, max_length)
         if limits.max_new_tokens == 0:
             yield input_ids
             return
-        yield from self._stream(speculative_decode(self.base_model, self.ea_layer, input_ids, sp, self.tree, limits),
-                                input_ids)
+        yield from self._stream(speculative_decode(self.base_model, self.ea_layer, input_ids, sp, self.tree, limits,
+                                                   on_phase=on_phase), input_ids)
 
     def naive_generate(self, input_ids, temperature: float = 0.0, top_p: float = 0.0, top_k: int = 0,
                        max_new_tokens: int = 512, max_length: int = 2048, log: bool = False) -> Iterator[torch.Tensor]:
@@ -121,10 +123,10 @@ class EaModel(nn.Module):
         return out, out.shape[1] - n_prompt, max(steps - 1, 0)
 
     def eagenerate(self, input_ids, temperature: float = 0.0, top_p: float = 0.0, top_k: int = 0,
-                   max_new_tokens: int = 512, max_length: int = 2048, log: bool = False):
+                   max_new_tokens: int = 512, max_length: int = 2048, log: bool = False, *, on_phase=None):
         """prompt+output ids [1, L]; with log=True, (ids, new_tokens, decoding_steps)."""
-        return self._run(self.ea_generate(input_ids, temperature, top_p, top_k, max_new_tokens, max_length),
-                         input_ids, log)
+        return self._run(self.ea_generate(input_ids, temperature, top_p, top_k, max_new_tokens, max_length,
+                                          on_phase=on_phase), input_ids, log)
 
     def naivegenerate(self, input_ids, temperature: float = 0.0, top_p: float = 0.0, top_k: int = 0,
                       max_new_tokens: int = 512, max_length: int = 2048, log: bool = False):

@@ -6,7 +6,7 @@ stream, count τ or stop early without flags inside the loop. Batch size 1.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -97,14 +97,20 @@ def accept_sampling(tree: Tree, logits: torch.Tensor, sp: SamplingParams,
     children in draft order, accepting child x with probability p(x); on rejection set p(x) = 0 and
     renormalise. This is a sequential draw from p, so the output follows p exactly. If no child is
     accepted, the bonus token is drawn from the residual p."""
-    p_all = sp.probs(logits)  # [T, V]
+    rows: dict[int, torch.Tensor] = {}  # p of the visited nodes only: top-p sorts the whole vocabulary
+
+    def p_at(i: int) -> torch.Tensor:
+        if i not in rows:
+            rows[i] = sp.probs(logits[i])
+        return rows[i]
+
     parents, tokens = tree.parents.tolist(), tree.tokens.tolist()
     children: dict[int, list[int]] = {}
     for i in range(1, len(parents)):
         children.setdefault(parents[i], []).append(i)
     node, path = 0, [0]
     while True:
-        p = p_all[node]
+        p = p_at(node)
         for c in children.get(node, []):
             x = tokens[c]
             if torch.rand((), generator=generator, device=p.device) < p[x]:
@@ -113,7 +119,7 @@ def accept_sampling(tree: Tree, logits: torch.Tensor, sp: SamplingParams,
             p = p.clone()
             p[x] = 0.0
             s = p.sum()
-            p = p / s if s > 0 else p_all[node]
+            p = p / s if s > 0 else p_at(node)
         else:
             bonus = torch.multinomial(p, 1, generator=generator)[0]
             return torch.tensor(path, device=logits.device), bonus
@@ -150,8 +156,11 @@ def naive_decode(base, input_ids: torch.Tensor, sp: SamplingParams, limits: Limi
 
 @torch.no_grad()
 def speculative_decode(base, draft: Eagle3Draft, input_ids: torch.Tensor, sp: SamplingParams,
-                       tree_cfg: TreeConfig, limits: Limits,
-                       generator: torch.Generator | None = None) -> Iterator[list[int]]:
+                       tree_cfg: TreeConfig, limits: Limits, generator: torch.Generator | None = None,
+                       on_phase: Callable[[str], None] | None = None) -> Iterator[list[int]]:
+    """on_phase(name) is called as each phase of a cycle starts ("draft", "verify", "accept",
+    "commit") and with "end" on return: a profiler's hook, free when None."""
+    phase = on_phase or (lambda name: None)
     aux, embed = draft.config.aux_layer_ids, base.get_input_embeddings()
     dev = input_ids.device
     cache = new_base_cache()
@@ -162,20 +171,23 @@ def speculative_decode(base, draft: Eagle3Draft, input_ids: torch.Tensor, sp: Sa
     produced = len(step)
     yield step
     if done:
-        return
+        return phase("end")
     # the draft at position t sees (f_t, x_{t+1}) and predicts x_{t+2}
     feats = fused_features(out.hidden_states, aux)  # [1, n, 3H]
     d = draft(feats, embed(torch.cat([input_ids[0, 1:], token.view(1)]))[None], torch.arange(n, device=dev)[None])
     kv, h_last = DraftKV(d.key, d.value), d.hidden[0, -1]
     context = torch.cat([input_ids[0], token.view(1)])  # every token so far, for prompt lookup
     while True:
+        phase("draft")
         tree = draft_tree(draft, embed, kv, h_last, token, tree_cfg)
         if tree_cfg.lookup:
             tree = add_branch(tree, lookup_continuation(context, tree_cfg.lookup))
+        phase("verify")
         mask = tree_attention_mask(base.config, n, tree.ancestors, base.dtype)
         out = base(input_ids=tree.tokens[None], attention_mask=mask, position_ids=(n + tree.depths)[None],
                    past_key_values=cache, use_cache=True, output_hidden_states=True)
         logits = out.logits[0]  # [T, V]
+        phase("accept")
         if sp.greedy:
             path, bonus = accept_greedy(tree, logits)
         else:
@@ -186,8 +198,9 @@ def speculative_decode(base, draft: Eagle3Draft, input_ids: torch.Tensor, sp: Sa
         produced += len(step)
         yield step
         if done:
-            return
+            return phase("end")
         # commit: the accepted nodes' base features teach the draft the new context
+        phase("commit")
         m = new.numel()
         feats = fused_features(out.hidden_states, aux)[0, path]  # [m, 3H]
         pos = torch.arange(n, n + m, device=dev)
