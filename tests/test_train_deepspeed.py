@@ -3,6 +3,9 @@ bit-exactly; the tutorial's fp16 config falls back to plain PyTorch with one lin
 Skipped when DeepSpeed is not installed (it is optional: `pip install deepspeed==0.19.8`)."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,19 +38,31 @@ def test_tutorial_config_without_gpu_reads_batch_from_it(monkeypatch):
     assert any("train_batch_size 16" in n for n in rt.notices)  # 2 x 4 x 1 process = 8
 
 
+_RUNS = """
+import sys, torch
+from eagle.train.config import TrainConfig
+from eagle.train.trainer import train
+torch.set_num_threads(1)
+cfg = TrainConfig.load(sys.argv[1])
+assert train(cfg.replace(savedir=sys.argv[2] + "/full")).finished
+assert not train(cfg.replace(savedir=sys.argv[2] + "/part", max_steps=5)).finished
+train(cfg.replace(savedir=sys.argv[2] + "/part", resume="yes"))
+"""
+
+
 def test_deepspeed_cpu_trains_and_resumes(tmp_path):
     pytest.importorskip("deepspeed")
-    from eagle.train.trainer import train
-
     tiny = write_tiny(tmp_path / "tiny", n_train=32, n_test=8)
     cfg = TrainConfig(basepath=str(tiny["base"]), trainpath=str(tiny["train"]), testpath=str(tiny["test"]),
                       data_format="fim", deepspeed_config=str(MAIN_DIR / "ds_config_cpu.json"), num_epochs=2,
                       batch_size=2, grad_accum=2, max_length=64, draft_vocab_size=128, lr=3e-3, save_steps=3)
-    full = train(cfg.replace(savedir=str(tmp_path / "full")))
-    assert full.finished
-    part = train(cfg.replace(savedir=str(tmp_path / "part"), max_steps=5))
-    assert not part.finished and (tmp_path / "part" / "resume" / "deepspeed").is_dir()
-    train(cfg.replace(savedir=str(tmp_path / "part"), resume="yes"))
+    cfg.save(tmp_path / "cfg.json")
+    # a child process: DeepSpeed keeps process-group state in module globals for the process's life
+    p = subprocess.run([sys.executable, "-c", _RUNS, str(tmp_path / "cfg.json"), str(tmp_path)],
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "plain PyTorch" not in p.stdout  # DeepSpeed's engine ran
+    assert (tmp_path / "part" / "resume" / "deepspeed").is_dir()
     a, b = (load_file(str(tmp_path / d / "state_1" / "model.safetensors")) for d in ("full", "part"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert a["fc.weight"].dtype == torch.bfloat16  # saved in the training dtype

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .chat_mask import encode_chat
 from .fim_tokens import encode_fim
-from .records import validate_record
+from .records import record_format, validate_record
 from .sample import Sample
 
 
@@ -21,6 +21,8 @@ def encode_record(record: dict, tokenizer, data_format: str, max_length: int = 2
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")
     validate_record(record, data_format)
+    if data_format == "mixed":
+        data_format = record_format(record)
     if data_format == "fim":
         return encode_fim(record, tokenizer, max_length, fim_mode)
     return encode_chat(record, tokenizer, max_length)

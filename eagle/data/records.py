@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-FORMATS = ("fim", "chat")
+FORMATS = ("fim", "chat", "mixed")  # mixed: each record is fim or chat by its own keys
 FIM_KEYS = ("prefix", "middle", "suffix")
 
 # ShareGPT dumps use more speaker names than the documented human/gpt/system.
@@ -46,6 +46,11 @@ def validate_record(record: object, data_format: str) -> None:
     """Raise ValueError (without location) when `record` is not a valid `data_format` record."""
     if not isinstance(record, dict):
         raise ValueError(f"a record must be a JSON object, got {type(record).__name__}")
+    if data_format == "mixed":  # one file of fim and chat records: each record says what it is
+        data_format = record_format(record)
+        if data_format is None:
+            raise ValueError(f"neither a fim record (prefix/middle/suffix) nor a chat record "
+                             f"(conversations/messages): keys {sorted(record)}")
     if data_format == "fim":
         for key in FIM_KEYS:
             if key not in record:
@@ -171,6 +176,8 @@ def check_format(path: str | Path, data_format: str) -> str:
     For the trainer: ``--data-format fim`` on a chat file must stop before any work is done.
     """
     found = detect_format(path)
+    if data_format == "mixed":
+        return data_format
     if data_format not in ("auto", found):
         hint = "prefix/middle/suffix" if found == "fim" else "conversations/messages"
         raise DataError(f"{path}: --data-format {data_format} given, but the file holds {found} "

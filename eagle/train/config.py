@@ -31,7 +31,8 @@ class TrainConfig:
     trainpath: str = _f(None, "training JSONL (fim or chat records)", required=True)
     testpath: str = _f(None, "test JSONL, same format", required=True)
     savedir: str = _f("checkpoints", "output folder: state_<epoch>/, training.log, resume/")
-    data_format: str = _f("auto", "record format of both files", choices=("auto", "fim", "chat"))
+    data_format: str = _f("auto", "record format of both files (mixed: fim and chat records in one file)",
+                          choices=("auto", "fim", "chat", "mixed"))
     deepspeed_config: str | None = _f(None, "DeepSpeed JSON config; without DeepSpeed (or on CPU for fp16) "
                                             "its batch, accumulation and clipping drive plain PyTorch")
     local_rank: int = _f(-1, "set by the deepspeed launcher; LOCAL_RANK from torchrun wins")
@@ -96,7 +97,7 @@ class TrainConfig:
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         for name, allowed in (("features", FEATURE_MODES), ("dtype", DTYPES), ("engine", ENGINES),
-                              ("resume", RESUME), ("data_format", ("auto", "fim", "chat"))):
+                              ("resume", RESUME), ("data_format", ("auto", "fim", "chat", "mixed"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name} must be one of {allowed}, got {getattr(self, name)!r}")
 

@@ -232,8 +232,9 @@ def _make_stepper(cfg, rt: Runtime, draft: Eagle3Draft, head, embed_weight, tota
         return Stepper(objective=objective, model=engine, optimizer=None, scheduler=scheduler, deepspeed=True, **common)
     model = objective
     if rt.world > 1:
+        # d2t/t2d are the same on every process: no buffer traffic in forward
         model = torch.nn.parallel.DistributedDataParallel(
-            objective, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, broadcast_buffers=False)
+            objective, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, forward_sync_buffers=False)
     scaler = torch.amp.GradScaler("cuda") if rt.dtype == torch.float16 and rt.device.type == "cuda" else None
     return Stepper(objective=objective, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, **common)
 

@@ -117,15 +117,6 @@ def _shift(x: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
-def ttt_mask(s: int, j: int, device) -> torch.Tensor:
-    """[1, 1, S, S*(j+1)] bool, True = attend: causal over step 0, then the diagonal of each of
-    steps 1..j (a step-j query at origin t sees its own chain of ancestors at origin t only).
-    The full-sequence form of the mask `ttt_unroll` builds for a subset of origins."""
-    causal = torch.ones(s, s, dtype=torch.bool, device=device).tril()
-    eye = torch.eye(s, dtype=torch.bool, device=device)
-    return torch.cat([causal] + [eye] * j, 1)[None, None]
-
-
 @dataclass
 class Step:
     j: int
