@@ -87,9 +87,9 @@ class Eagle3Draft(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.draft_vocab_size, bias=False)
         self.rotary_emb = LlamaRotaryEmbedding(cfg.llama_config())
         # d2t[i] = target_id(i) - i; t2d[t] marks target ids that the draft vocabulary holds.
+        # Until set_vocab_mapping, the draft vocabulary is the first draft_vocab_size base ids.
         self.register_buffer("d2t", torch.zeros(cfg.draft_vocab_size, dtype=torch.long))
-        self.register_buffer("t2d", torch.ones(cfg.vocab_size, dtype=torch.bool) if cfg.draft_vocab_size == cfg.vocab_size
-                             else torch.zeros(cfg.vocab_size, dtype=torch.bool))
+        self.register_buffer("t2d", torch.arange(cfg.vocab_size) < cfg.draft_vocab_size)
 
     def forward(self, hidden: torch.Tensor, embeds: torch.Tensor, position_ids: torch.Tensor,
                 past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
