@@ -7,7 +7,15 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))  # tests/tiny.py
 
 # Two cores: one intra-op thread per test process keeps timings steady and avoids oversubscription.
-torch.set_num_threads(int(os.environ.get("EAGLE_TEST_THREADS", "1")))
+THREADS = int(os.environ.get("EAGLE_TEST_THREADS", "1"))
+torch.set_num_threads(THREADS)
+
+
+@pytest.fixture(autouse=True)
+def pinned_threads():
+    """Restore the thread count after tests that change it (e.g. `eagle bench --threads`)."""
+    yield
+    torch.set_num_threads(THREADS)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -23,14 +23,6 @@ from eagle.train.trainer import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_two_process_torchrun_matches_one_process(tmp_path):
     tiny = write_tiny(tmp_path / "tiny", n_train=32, n_test=8)
     cfg = TrainConfig(basepath=str(tiny["base"]), trainpath=str(tiny["train"]), testpath=str(tiny["test"]),

@@ -19,14 +19,6 @@ from eagle.train.tiny import write_tiny
 MAIN_DIR = Path(__file__).resolve().parents[1] / "eagle" / "traineagle3"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_tutorial_config_without_gpu_reads_batch_from_it(monkeypatch):
     cfg = TrainConfig(basepath="b", trainpath="t", testpath="v", deepspeed_config=str(MAIN_DIR / "ds_config.json"))
     if torch.cuda.is_available():
