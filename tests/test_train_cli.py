@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from eagle.cli import main as eagle_main
 from eagle.model.ea_model import EaModel
@@ -20,14 +19,6 @@ from eagle.train.tiny import tiny_base, write_jsonl, write_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN_DIR = ROOT / "eagle" / "traineagle3"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

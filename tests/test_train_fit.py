@@ -3,7 +3,6 @@ accuracy far above chance, and a much higher acceptance length τ in `eagenerate
 
 import dataclasses
 
-import pytest
 import torch
 
 from eagle.data import fim_prompt_ids
@@ -14,14 +13,6 @@ from eagle.model.tree import TreeConfig
 from eagle.train import TrainConfig, fit
 from eagle.train.dataset import Sample
 from eagle.train.tiny import fim_records, tiny_base, tiny_tokenizer
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _own_continuations(base, tok, records, new=40):

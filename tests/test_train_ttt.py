@@ -16,15 +16,6 @@ from eagle.train.tiny import tiny_base
 from eagle.train.ttt import TargetHead, TTTObjective, prepare, step_counts, ttt_unroll
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny matmuls: one thread is faster, and immune to other processes on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def base():
     return tiny_base(layers=4, hidden=64, vocab=264, seed=0)
