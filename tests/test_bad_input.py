@@ -44,6 +44,7 @@ def test_defined_results(model):
 
 
 def test_tree_config_validation():
-    for bad in (dict(total_token=0), dict(depth=0), dict(top_k=-1)):
+    for bad in (dict(total_token=0), dict(depth=0), dict(top_k=-1), dict(expand_threshold=1.5),
+                dict(expand_threshold=-0.1)):
         with pytest.raises(ValueError):
             TreeConfig(**bad)

@@ -146,3 +146,31 @@ def test_prompt_lookup_lifts_tau_of_an_untrained_head():
             new, steps = new + n_new - 1, steps + n_steps
         taus[lookup] = new / steps
     assert taus[8] > taus[0] + 0.5, taus
+
+
+def _draft_calls(model, ids, n):
+    calls = [0]
+    handle = model.ea_layer.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        out = model.eagenerate(ids, max_new_tokens=n)
+    finally:
+        handle.remove()
+    return out, calls[0]
+
+
+def test_expand_threshold_saves_draft_calls_when_unsure_and_stays_lossless():
+    """An unsure draft (untrained: flat distributions) stops expanding after the first layer; a
+    confident one (fitted on a predictable base) still drafts deep; greedy output never changes."""
+    base = tiny_base("llama", predictable=True)
+    for draft, unsure in ((Eagle3Draft(DraftConfig.from_base(base.config)), True), (fit_draft(base), False)):
+        full = EaModel(base, draft, tree=TreeConfig(total_token=16, depth=5, top_k=4))
+        lean = EaModel(base, draft, tree=TreeConfig(total_token=16, depth=5, top_k=4, expand_threshold=0.3))
+        for ids in prompts(3, seed=11):
+            out_full, calls_full = _draft_calls(full, ids, 30)
+            out_lean, calls_lean = _draft_calls(lean, ids, 30)
+            assert torch.equal(out_lean, out_full)
+            assert torch.equal(out_lean, full.naivegenerate(ids, max_new_tokens=30))
+            if unsure:
+                assert calls_lean < calls_full / 2, (calls_lean, calls_full)
+            else:
+                assert calls_lean > calls_full / 2, (calls_lean, calls_full)

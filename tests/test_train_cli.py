@@ -76,7 +76,8 @@ def test_eagle_train_chat(tiny, tmp_path):
     rc = eagle_main(["train", "--basepath", str(tiny["base"]), "--trainpath", str(tiny["chat_train"]),
                      "--testpath", str(tiny["chat_test"]), "--savedir", str(save), "--data-format", "chat",
                      "--num_epochs", "1", "--batch_size", "4", "--draft_vocab_size", "64", "--max_length", "64",
-                     "--dtype", "fp32", "--features", "online", "--ttt_length", "3"])
+                     "--dtype", "fp32", "--features", "online", "--ttt_length", "3",
+                     "--draft_intermediate_size", "24"])
     assert rc == 0
     log = (save / "training.log").read_text()
     assert "Data format: chat" in log and "Test Epoch [1/1], position 2, pLoss:" in log
@@ -84,6 +85,11 @@ def test_eagle_train_chat(tiny, tmp_path):
     m = json.loads((save / "state_0" / "metrics.json").read_text())
     assert m["features"] == "online" and len(m["test_acc"]) == 3
     assert not (save / "feature_cache").exists()
+    # a narrowed MLP is the checkpoint's own shape, and what loads back
+    draft = EaModel.from_pretrained(base_model_path=str(tiny["base"]), ea_model_path=str(save / "state_0")).ea_layer
+    assert draft.config.intermediate_size == 24
+    assert json.loads((save / "state_0" / "config.json").read_text())["intermediate_size"] == 24
+    assert draft.midlayer.mlp.down_proj.weight.shape[1] == 24
 
 
 def test_flags_map_one_to_one_to_the_config():

@@ -52,6 +52,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--lookup", type=int, default=None,
                    help="prompt-lookup branch grafted on the tree, in tokens (0 = off; default: per device)")
+    p.add_argument("--expand-threshold", type=float, default=None,
+                   help="stop drafting deeper when the frontier's summed path probability is below this "
+                        "(0 = always full depth; default: per device)")
     p.add_argument("--assistant", default=None, help="assistant model for `assisted` (zoo name or folder)")
     p.add_argument("--data-dir", default=None,
                    help="eval question folder (default: $EAGLE_EVAL_DATA, else ../shared/data/eval)")
@@ -92,7 +95,8 @@ def load_setup(args):
         draft = Eagle3Draft(DraftConfig.from_base(base.config, draft_vocab_size=min(1024, base.config.vocab_size)))
         model = EaModel(base, draft, tok)
     # one tree rule for both paths: the device's defaults, overridden flag by flag
-    given = dict(total_token=args.total_token, depth=args.depth, top_k=args.top_k, lookup=args.lookup)
+    given = dict(total_token=args.total_token, depth=args.depth, top_k=args.top_k, lookup=args.lookup,
+                 expand_threshold=args.expand_threshold)
     model.tree = dataclasses.replace(TreeConfig.for_device(model.device),
                                      **{k: v for k, v in given.items() if v is not None})
     assistant_path = args.assistant or known_assistant(args.basepath)

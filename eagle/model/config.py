@@ -58,14 +58,16 @@ class DraftConfig:
 
     @classmethod
     def from_base(cls, base: PretrainedConfig, draft_vocab_size: int | None = None,
-                  aux_layer_ids: tuple[int, ...] | None = None) -> "DraftConfig":
-        """A draft shaped like one layer of `base` (the EAGLE-3 recipe)."""
+                  aux_layer_ids: tuple[int, ...] | None = None,
+                  intermediate_size: int | None = None) -> "DraftConfig":
+        """A draft shaped like one layer of `base` (the EAGLE-3 recipe); `intermediate_size` narrows
+        its MLP, which on bandwidth-bound hardware is most of a draft call after the lm_head."""
         base = getattr(base, "text_config", None) or base  # multimodal wrappers (Gemma3)
         rope = _rope_of(base)
         n_layers = base.num_hidden_layers
         return cls(
             hidden_size=base.hidden_size,
-            intermediate_size=getattr(base, "intermediate_size", None) or 4 * base.hidden_size,
+            intermediate_size=intermediate_size or getattr(base, "intermediate_size", None) or 4 * base.hidden_size,
             num_attention_heads=base.num_attention_heads,
             num_key_value_heads=getattr(base, "num_key_value_heads", None) or base.num_attention_heads,
             head_dim=getattr(base, "head_dim", None) or base.hidden_size // base.num_attention_heads,

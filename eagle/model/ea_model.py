@@ -9,6 +9,8 @@ model's own forward with a 4-D mask and explicit positions.
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Iterator
 
 import torch
@@ -43,10 +45,11 @@ class EaModel(nn.Module):
     @classmethod
     def from_pretrained(cls, base_model_path: str, ea_model_path: str, use_eagle3: bool = True,
                         total_token: int | None = None, depth: int | None = None, top_k: int | None = None,
-                        lookup: int | None = None, tokenizer_path: str | None = None, trust_remote_code: bool = False, **kwargs) -> "EaModel":
+                        lookup: int | None = None, expand_threshold: float | None = None,
+                        tokenizer_path: str | None = None, trust_remote_code: bool = False, **kwargs) -> "EaModel":
         """kwargs reach the base loader (dtype, device_map, attn_implementation, ...). Tree settings
         left as None take the device's defaults (TreeConfig.for_device); lookup=0 turns off the
-        prompt-lookup branch."""
+        prompt-lookup branch, expand_threshold=0 always drafts the full depth."""
         if not use_eagle3:
             raise ValueError("only EAGLE-3 draft heads are supported (use_eagle3=True)")
         base = load_base(base_model_path, trust_remote_code=trust_remote_code, **kwargs)
@@ -54,8 +57,9 @@ class EaModel(nn.Module):
         check_compatible(draft.config, base.config, source=str(ea_model_path))
         tok = load_tokenizer(tokenizer_path or base_model_path, trust_remote_code=trust_remote_code)
         auto = TreeConfig.for_device(base.device)
-        tree = TreeConfig(total_token=total_token or auto.total_token, depth=depth or auto.depth,
-                          top_k=top_k or auto.top_k, lookup=auto.lookup if lookup is None else lookup)
+        given = dict(total_token=total_token, depth=depth, top_k=top_k, lookup=lookup,
+                     expand_threshold=expand_threshold)
+        tree = dataclasses.replace(auto, **{k: v for k, v in given.items() if v is not None})
         return cls(base, draft, tok, tree)
 
     def get_tokenizer(self):

@@ -54,6 +54,8 @@ class TrainConfig:
     ttt_length: int = _f(7, "training-time-test steps: the draft is unrolled on its own outputs this many times")
     ttt_decay: float = _f(0.8, "weight of step j is ttt_decay**j")
     draft_vocab_size: int = _f(32000, "draft vocabulary: the most frequent target tokens of the training data")
+    draft_intermediate_size: int | None = _f(None, "width of the draft's MLP (default: the base's); narrower "
+                                                   "drafts cost less per call on CPUs")
     aux_layers: tuple[int, ...] | None = _f(None, "three HF hidden_states indices fused as features, e.g. 2,12,21 "
                                                   "(default: 2, N//2, N-3)")
     dtype: str = _f("auto", "base and feature dtype, autocast dtype of the draft (auto: bf16 on CPU and "
@@ -84,7 +86,7 @@ class TrainConfig:
                 raise ValueError(f"--aux_layers needs three layer indices, got {list(self.aux_layers)}")
         positive = {"num_epochs": self.num_epochs, "max_length": self.max_length, "ttt_length": self.ttt_length,
                     "draft_vocab_size": self.draft_vocab_size, "save_steps": self.save_steps}
-        for name in ("batch_size", "grad_accum", "max_steps"):
+        for name in ("batch_size", "grad_accum", "max_steps", "draft_intermediate_size"):
             if getattr(self, name) is not None:
                 positive[name] = getattr(self, name)
         bad = [f"--{k} {v}" for k, v in positive.items() if not isinstance(v, int) or v < 1]

@@ -56,7 +56,7 @@ def fit(base, samples: Sequence, cfg: TrainConfig | None = None, test_samples: S
     batch, accum = cfg.batch_size or 2, cfg.grad_accum or 1
     rt = Runtime(0, 1, 0, device, dtype, batch, accum, cfg.max_grad_norm if cfg.max_grad_norm is not None else 0.5,
                  False, None)
-    dcfg = DraftConfig.from_base(base.config, cfg.draft_vocab_size, cfg.aux_layers)
+    dcfg = DraftConfig.from_base(base.config, cfg.draft_vocab_size, cfg.aux_layers, cfg.draft_intermediate_size)
     target_ids = build_vocab(train_s, dcfg.vocab_size, dcfg.draft_vocab_size)
 
     runner = BaseRunner(base, dcfg.aux_layer_ids)

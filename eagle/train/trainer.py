@@ -174,7 +174,7 @@ def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str
 
     base = _load_base(cfg, rt)
     try:
-        dcfg = DraftConfig.from_base(base.config, cfg.draft_vocab_size, cfg.aux_layers)
+        dcfg = DraftConfig.from_base(base.config, cfg.draft_vocab_size, cfg.aux_layers, cfg.draft_intermediate_size)
         check_compatible(dcfg, base.config, source="--aux_layers")
     except ValueError as e:
         raise TrainError(str(e)) from None
