@@ -152,6 +152,19 @@ def test_chat_regen_rewrites_every_answer_in_turn(base, tmp_path):
     assert list(load_jsonl(out, "chat"))  # still valid chat data
 
 
+def test_chat_regen_max_turns_keeps_first_answers_only(base, tmp_path):
+    src = write_jsonl(tmp_path / "chat.jsonl", CHAT_RECORDS)
+    out = tmp_path / "out.jsonl"
+    report = regenerate(RegenConfig(basepath=str(base), input=str(src), output=str(out), max_new_tokens=MAX_NEW,
+                                    batch_size=3, max_turns=1), progress=False)
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert report.turns == 3  # one answer per conversation, no second round
+    for rec, new in zip(CHAT_RECORDS, got):
+        key, role_key = ("conversations", "from") if "conversations" in rec else ("messages", "role")
+        roles = [t[role_key] for t in new[key]]
+        assert roles[-1] in ("gpt", "assistant") and sum(r in ("gpt", "assistant") for r in roles) == 1
+
+
 def test_sampling_is_repeatable_with_a_seed(base, tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", FIM_RECORDS[:3])
     texts = []

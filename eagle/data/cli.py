@@ -69,6 +69,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--fim-mode", default="psm", choices=["psm", "spm"])
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--limit", type=int, default=None, help="only the first N input records")
+    p.add_argument("--max-turns", type=int, default=None,
+                   help="chat: regenerate only the first N assistant turns and drop the rest")
     p.set_defaults(func=_regen)
 
     p = sub.add_parser("corpus", help="build a training set from an offline corpus")
@@ -250,13 +252,13 @@ def _regen(args) -> int:
     from .records import DataError
     from .regen import RegenConfig, regenerate
 
-    cfg = RegenConfig(basepath=args.basepath, input=args.input, output=args.output, data_format=args.format,
-                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                      temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                      max_prompt_tokens=args.max_prompt_tokens, fim_mode=args.fim_mode, dtype=args.dtype,
-                      limit=args.limit)
     t = time.perf_counter()
     try:
+        cfg = RegenConfig(basepath=args.basepath, input=args.input, output=args.output, data_format=args.format,
+                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                          temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                          max_prompt_tokens=args.max_prompt_tokens, fim_mode=args.fim_mode, dtype=args.dtype,
+                          limit=args.limit, max_turns=args.max_turns)
         r = regenerate(cfg)
     except (DataError, ValueError) as e:
         return _fail(str(e))

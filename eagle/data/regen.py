@@ -41,6 +41,11 @@ class RegenConfig:
     fim_mode: str = "psm"
     dtype: str = "auto"
     limit: int | None = None  # stop after this many input records (counting those done before)
+    max_turns: int | None = None  # chat: keep only the first N assistant turns (N=1: single-turn prompts)
+
+    def __post_init__(self):
+        if self.max_turns is not None and self.max_turns < 1:
+            raise ValueError(f"--max-turns must be at least 1, got {self.max_turns}")
 
 
 @dataclass
@@ -185,10 +190,18 @@ def _regen_fim(batch, model, tokenizer, config, report):
         yield line, new
 
 
+def _messages_for_turns(messages: list[dict], max_turns: int | None) -> int:
+    """How many leading messages hold at most `max_turns` assistant turns (all when None)."""
+    if max_turns is None:
+        return len(messages)
+    answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    return answers[max_turns - 1] + 1 if len(answers) > max_turns else len(messages)
+
+
 def _regen_chat(batch, model, tokenizer, config, report):
     stop_ids = _stop_ids(model, tokenizer)
     convos = [chat_messages(rec) for _, rec in batch]
-    keep = [len(c) for c in convos]  # messages kept per record
+    keep = [_messages_for_turns(c, config.max_turns) for c in convos]  # messages kept per record
     cut = [False] * len(batch)
     nxt = [0] * len(batch)  # next message index to look at
     while True:
