@@ -85,7 +85,8 @@ def _bench(root, *extra):
 def test_bench_end_to_end(files, capsys):
     root, tok = files
     res = _bench(root, "--assistant", str(root / "base"), "--tune", "--tune-context", "16", "--lookup", "4")
-    assert res["tree"] == {"total_token": 8, "depth": 3, "top_k": 2, "lookup": 4}  # --total-token beats --tune
+    assert res["tree"] == {"total_token": 8, "depth": 3, "top_k": 2, "lookup": 4,  # --total-token beats --tune
+                           "expand_threshold": 0.2}  # the CPU default
     assert res["dtype"] == "float32" and res["threads"] == 1 and res["draft"]["metrics"]["acc"] == [0.5]
     assert set(res["workloads"]) == {"code", "chat", "fim", "sample"}
     assert res["peak_rss_mb"] > 0 and res["tune"]["table"][0]["tokens"] == 1
