@@ -28,7 +28,7 @@ mkdir -p "$RUN"
 # the base's MLP width cost less per draft call and per training step.
 case "$RECIPE" in
   quick)   N_FIM=16  N_CHAT=8    N_CODE=8   EPOCHS=1 BENCH_PROMPTS=2 BENCH_TOKENS=48  WORKLOADS=code,fim ;;
-  default) N_FIM=150 N_CHAT=256  N_CODE=256 EPOCHS=2 BENCH_PROMPTS=8 BENCH_TOKENS=128 WORKLOADS=code,chat,fim,sample ;;
+  default) N_FIM=150 N_CHAT=256  N_CODE=640 EPOCHS=2 BENCH_PROMPTS=8 BENCH_TOKENS=128 WORKLOADS=code,chat,fim,sample ;;
   full)    N_FIM=300 N_CHAT=1024 N_CODE=736 EPOCHS=2 BENCH_PROMPTS=8 BENCH_TOKENS=128 WORKLOADS=code,chat,fim,sample ;;
 esac
 
