@@ -3,9 +3,9 @@
 # machine's own Python sources and ShareGPT, a trained EAGLE-3 head, and the benchmark table.
 # Every step skips work it already finished, so a second run reuses data, features and checkpoints.
 #
-#   bash scripts/quickstart.sh            # the default recipe: about an hour on 2 cores
+#   bash scripts/quickstart.sh            # the default recipe: ~1 h of data + training, then the benchmark
 #   bash scripts/quickstart.sh --quick    # minutes: a tiny recipe, to see every step run
-#   bash scripts/quickstart.sh --full     # the recipe of benchmarks/qwen2.5-coder-0.5b-bf16.json (~2.5 h)
+#   bash scripts/quickstart.sh --full     # twice the data: benchmarks/*-full-recipe-code-only.json (~2.5 h)
 #
 # EAGLE_MODEL (default qwen2.5-coder-0.5b) and EAGLE_RUN (default runs/quickstart) move it.
 set -euo pipefail

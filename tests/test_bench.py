@@ -88,6 +88,7 @@ def test_bench_end_to_end(files, capsys):
     assert res["tree"] == {"total_token": 8, "depth": 3, "top_k": 2, "lookup": 4,  # --total-token beats --tune
                            "expand_threshold": 0.2}  # the CPU default
     assert res["dtype"] == "float32" and res["threads"] == 1 and res["draft"]["metrics"]["acc"] == [0.5]
+    assert res["draft"]["head"]["aux_layers"] and res["draft"]["head"]["intermediate_size"] > 0
     assert set(res["workloads"]) == {"code", "chat", "fim", "sample"}
     assert res["peak_rss_mb"] > 0 and res["tune"]["table"][0]["tokens"] == 1
     for w in ("code", "chat", "fim"):

@@ -118,11 +118,18 @@ def draft_recipe(ea_model_path: str | None, recipe_file: str | None = None) -> d
             return None
 
     cfg, state, metrics = read("train_config.json"), read("trainer_state.json"), read("metrics.json")
+    shape = read("config.json")
+    if shape:  # the head's own shape: what a reader needs to rebuild it
+        out["head"] = {"intermediate_size": shape.get("intermediate_size"),
+                       "draft_vocab_size": shape.get("draft_vocab_size"),
+                       "aux_layers": shape.get("eagle_aux_hidden_state_layer_ids"),
+                       "target_model_type": shape.get("target_model_type")}
     if cfg:
         out.update({"data": cfg.get("trainpath"), "data_format": cfg.get("data_format"),
                     "num_epochs": cfg.get("num_epochs"), "draft_vocab_size": cfg.get("draft_vocab_size"),
                     "ttt_length": cfg.get("ttt_length"), "lr": cfg.get("lr"), "features": cfg.get("features"),
-                    "dtype": cfg.get("dtype")})
+                    "dtype": cfg.get("dtype"), "batch_size": cfg.get("batch_size"),
+                    "max_length": cfg.get("max_length")})
     if state:
         hist = state.get("history") or []
         out.update({"epochs": len(hist) if hist else state.get("epoch"), "tokens_seen": state.get("tokens_seen"),
