@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from eagle.eval.methods import Run
+from eagle.model.config import DraftConfig
 
 
 def peak_rss_mb() -> float:
@@ -118,12 +119,12 @@ def draft_recipe(ea_model_path: str | None, recipe_file: str | None = None) -> d
             return None
 
     cfg, state, metrics = read("train_config.json"), read("trainer_state.json"), read("metrics.json")
-    shape = read("config.json")
-    if shape:  # the head's own shape: what a reader needs to rebuild it
-        out["head"] = {"intermediate_size": shape.get("intermediate_size"),
-                       "draft_vocab_size": shape.get("draft_vocab_size"),
-                       "aux_layers": shape.get("eagle_aux_hidden_state_layer_ids"),
-                       "target_model_type": shape.get("target_model_type")}
+    try:  # the head's own shape, parsed as loading does (every config layout it accepts)
+        shape = DraftConfig.load(folder)
+        out["head"] = {"intermediate_size": shape.intermediate_size, "draft_vocab_size": shape.draft_vocab_size,
+                       "aux_layers": list(shape.aux_layer_ids), "target_model_type": shape.target_model_type}
+    except (OSError, ValueError):
+        pass
     if cfg:
         out.update({"data": cfg.get("trainpath"), "data_format": cfg.get("data_format"),
                     "num_epochs": cfg.get("num_epochs"), "draft_vocab_size": cfg.get("draft_vocab_size"),
