@@ -45,6 +45,6 @@ def test_defined_results(model):
 
 def test_tree_config_validation():
     for bad in (dict(total_token=0), dict(depth=0), dict(top_k=-1), dict(expand_threshold=1.5),
-                dict(expand_threshold=-0.1)):
+                dict(expand_threshold=-0.1), dict(min_prob=1.0), dict(min_prob=-0.01)):
         with pytest.raises(ValueError):
             TreeConfig(**bad)

@@ -9,7 +9,8 @@ from eagle.model.ea_model import EaModel
 from eagle.model.tree import TreeConfig
 from tiny import ARCHS, VOCAB, fit_draft, tiny_base
 
-TREES = [TreeConfig(total_token=8, depth=3, top_k=2), TreeConfig(total_token=20, depth=6, top_k=4, lookup=8)]
+TREES = [TreeConfig(total_token=8, depth=3, top_k=2), TreeConfig(total_token=20, depth=6, top_k=4, lookup=8),
+         TreeConfig(total_token=20, depth=6, top_k=4, lookup=8, min_prob=0.05)]
 
 
 def prompts(n, seed=0):
@@ -122,6 +123,10 @@ def test_prompt_lookup_branch():
     ctx = torch.tensor([5, 6, 7, 8, 9, 1, 5, 6, 7, 2, 3, 5, 6, 7])
     assert lookup_continuation(ctx, 3).tolist() == [2, 3, 5]  # latest earlier match of (5, 6, 7)
     assert lookup_continuation(torch.tensor([1, 2, 3]), 3).tolist() == []
+    # shorter matches get shorter chains: halved per missing token of the 3-gram
+    assert lookup_continuation(torch.tensor([1, 2, 9, 8, 7, 6, 5, 3, 1, 2]), 8).tolist() == [9, 8, 7, 6]
+    assert lookup_continuation(torch.tensor([4, 9, 8, 7, 6, 5, 4]), 8).tolist() == [9, 8]
+    assert lookup_continuation(torch.tensor([4, 9, 8, 7, 6, 5, 4]), 2).tolist() == [9]  # never empty
     parents = torch.tensor([0, 0, 0, 1])
     tree = Tree(torch.tensor([7, 2, 4, 3]), parents, torch.tensor([0, 1, 1, 2]), ancestor_matrix(parents, 2))
     grown = add_branch(tree, torch.tensor([2, 3, 5, 6]))  # shares 2 -> 3, then grows 5 -> 6
@@ -148,29 +153,40 @@ def test_prompt_lookup_lifts_tau_of_an_untrained_head():
     assert taus[8] > taus[0] + 0.5, taus
 
 
-def _draft_calls(model, ids, n):
-    calls = [0]
-    handle = model.ea_layer.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+def _trace(model, ids, n):
+    """Greedy output, the number of draft forwards, and the token counts of the verify forwards."""
+    calls, sizes = [0], []
+    hooks = [model.ea_layer.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1)),
+             model.base_model.register_forward_pre_hook(
+                 lambda _m, _a, kw: sizes.append(kw["input_ids"].shape[1]), with_kwargs=True)]
     try:
         out = model.eagenerate(ids, max_new_tokens=n)
     finally:
-        handle.remove()
-    return out, calls[0]
+        for h in hooks:
+            h.remove()
+    return out, calls[0], sizes[1:]  # sizes[0] is the prefill
 
 
-def test_expand_threshold_saves_draft_calls_when_unsure_and_stays_lossless():
-    """An unsure draft (untrained: flat distributions) stops expanding after the first layer; a
-    confident one (fitted on a predictable base) still drafts deep; greedy output never changes."""
+@pytest.mark.parametrize("setting", [dict(expand_threshold=0.3), dict(min_prob=0.05)])
+def test_trimming_an_unsure_tree_is_lossless(setting):
+    """An untrained draft is flat over its vocabulary: under expand_threshold it stops after the
+    first layer, under min_prob no drafted node survives and each step verifies the root alone. A
+    draft fitted on a predictable base stays confident: it drafts deep and keeps its paths. The
+    greedy text never changes."""
     base = tiny_base("llama", predictable=True)
     for draft, unsure in ((Eagle3Draft(DraftConfig.from_base(base.config)), True), (fit_draft(base), False)):
         full = EaModel(base, draft, tree=TreeConfig(total_token=16, depth=5, top_k=4))
-        lean = EaModel(base, draft, tree=TreeConfig(total_token=16, depth=5, top_k=4, expand_threshold=0.3))
+        lean = EaModel(base, draft, tree=TreeConfig(total_token=16, depth=5, top_k=4, **setting))
         for ids in prompts(3, seed=11):
-            out_full, calls_full = _draft_calls(full, ids, 30)
-            out_lean, calls_lean = _draft_calls(lean, ids, 30)
+            out_full, calls_full, sizes_full = _trace(full, ids, 30)
+            out_lean, calls_lean, sizes_lean = _trace(lean, ids, 30)
             assert torch.equal(out_lean, out_full)
             assert torch.equal(out_lean, full.naivegenerate(ids, max_new_tokens=30))
-            if unsure:
-                assert calls_lean < calls_full / 2, (calls_lean, calls_full)
+            assert set(sizes_full) == {16}
+            if "expand_threshold" in setting:
+                fewer = calls_lean < calls_full / 2
+                assert fewer if unsure else not fewer, (calls_lean, calls_full)
+            elif unsure:
+                assert set(sizes_lean) == {1}, sizes_lean
             else:
-                assert calls_lean > calls_full / 2, (calls_lean, calls_full)
+                assert max(sizes_lean) > 4 and sum(sizes_lean) < sum(sizes_full), sizes_lean

@@ -100,7 +100,7 @@ def test_eagenerate_samples_the_base_distribution():
     """End to end: the joint law of the first two generated tokens (the second goes through tree
     verification) equals the base's own, under temperature + top-p + top-k."""
     base = tiny_base("llama", predictable=True)
-    model = EaModel(base, fit_draft(base), tree=TreeConfig(total_token=10, depth=3, top_k=3))
+    model = EaModel(base, fit_draft(base), tree=TreeConfig(total_token=10, depth=3, top_k=3, min_prob=0.02))
     sp = SamplingParams(temperature=0.9, top_p=0.95, top_k=4)
     prompt = torch.tensor([[5, 17, 99, 3, 42]])
     with torch.no_grad():

@@ -55,6 +55,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--expand-threshold", type=float, default=None,
                    help="stop drafting deeper when the frontier's summed path probability is below this "
                         "(0 = always full depth; default: per device)")
+    p.add_argument("--min-prob", type=float, default=None,
+                   help="drop drafted nodes whose path probability is below this (0 = keep total_token; "
+                        "default: per device)")
     p.add_argument("--assistant", default=None, help="assistant model for `assisted` (zoo name or folder)")
     p.add_argument("--data-dir", default=None,
                    help="eval question folder (default: $EAGLE_EVAL_DATA, else ../shared/data/eval)")
@@ -96,7 +99,7 @@ def load_setup(args):
         model = EaModel(base, draft, tok)
     # one tree rule for both paths: the device's defaults, overridden flag by flag
     given = dict(total_token=args.total_token, depth=args.depth, top_k=args.top_k, lookup=args.lookup,
-                 expand_threshold=args.expand_threshold)
+                 expand_threshold=args.expand_threshold, min_prob=args.min_prob)
     model.tree = dataclasses.replace(TreeConfig.for_device(model.device),
                                      **{k: v for k, v in given.items() if v is not None})
     assistant_path = args.assistant or known_assistant(args.basepath)

@@ -46,10 +46,12 @@ class EaModel(nn.Module):
     def from_pretrained(cls, base_model_path: str, ea_model_path: str, use_eagle3: bool = True,
                         total_token: int | None = None, depth: int | None = None, top_k: int | None = None,
                         lookup: int | None = None, expand_threshold: float | None = None,
+                        min_prob: float | None = None,
                         tokenizer_path: str | None = None, trust_remote_code: bool = False, **kwargs) -> "EaModel":
         """kwargs reach the base loader (dtype, device_map, attn_implementation, ...). Tree settings
         left as None take the device's defaults (TreeConfig.for_device); lookup=0 turns off the
-        prompt-lookup branch, expand_threshold=0 always drafts the full depth."""
+        prompt-lookup branch, expand_threshold=0 always drafts the full depth, min_prob=0 keeps
+        `total_token` nodes however unlikely."""
         if not use_eagle3:
             raise ValueError("only EAGLE-3 draft heads are supported (use_eagle3=True)")
         base = load_base(base_model_path, trust_remote_code=trust_remote_code, **kwargs)
@@ -58,7 +60,7 @@ class EaModel(nn.Module):
         tok = load_tokenizer(tokenizer_path or base_model_path, trust_remote_code=trust_remote_code)
         auto = TreeConfig.for_device(base.device)
         given = dict(total_token=total_token, depth=depth, top_k=top_k, lookup=lookup,
-                     expand_threshold=expand_threshold)
+                     expand_threshold=expand_threshold, min_prob=min_prob)
         tree = dataclasses.replace(auto, **{k: v for k, v in given.items() if v is not None})
         return cls(base, draft, tok, tree)
 

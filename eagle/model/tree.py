@@ -9,6 +9,7 @@ every kept node's parent: the kept set is a tree.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,9 @@ class TreeConfig:
     depth: int = 6  # longest drafted path below the root; tau <= depth + 1
     top_k: int = 10  # children per expanded node, and nodes expanded per layer
     lookup: int = 0  # extra branch: up to this many tokens copied from an earlier n-gram match (0 = off)
+    # Drop drafted nodes whose path probability under the draft is below this. Where every verified
+    # token costs (a CPU), a node the draft gives 1% adds less acceptance than its verify time.
+    min_prob: float = 0.0
     # Stop drafting deeper once the frontier's summed path probability is below this. That sum
     # bounds the accepted tokens one more draft call can add, so when the draft is unsure the call
     # costs more than it can return (0 = always draft `depth` layers).
@@ -34,8 +38,9 @@ class TreeConfig:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
         if not isinstance(self.lookup, int) or self.lookup < 0:
             raise ValueError(f"lookup must be an int >= 0, got {self.lookup!r}")
-        if not 0 <= self.expand_threshold < 1:
-            raise ValueError(f"expand_threshold must be in [0, 1), got {self.expand_threshold!r}")
+        for name in ("expand_threshold", "min_prob"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
 
     @classmethod
     def for_device(cls, device: torch.device | str) -> "TreeConfig":
@@ -45,8 +50,10 @@ class TreeConfig:
         if torch.device(device).type == "cuda":
             return cls(total_token=60, depth=6, top_k=10, lookup=10)
         # A draft call is ~4% of a CPU cycle; past a frontier mass of 0.2 a deeper layer returns
-        # less (Qwen2.5-Coder-0.5B code: same τ, 2.4 instead of 6 draft calls per cycle).
-        return cls(total_token=24, depth=6, top_k=6, lookup=10, expand_threshold=0.2)
+        # less (Qwen2.5-Coder-0.5B code: same τ, 2.4 instead of 6 draft calls per cycle). Code
+        # answers copy long stretches of the prompt, so the lookup branch runs up to 32 tokens, and
+        # nodes under 1% are not worth their verify cost (docs/benchmark.md, "Tree settings").
+        return cls(total_token=24, depth=6, top_k=6, lookup=32, expand_threshold=0.2, min_prob=0.01)
 
 
 @dataclass
@@ -119,6 +126,8 @@ def draft_tree(draft: Eagle3Draft, embed: torch.nn.Module, kv: DraftKV, h_root: 
 
     scores, tokens, parents, depths = (torch.cat(x) for x in (scores, tokens, parents, depths))
     keep = torch.sort(scores, descending=True, stable=True).indices[: cfg.total_token - 1].sort().values
+    if cfg.min_prob:  # a child never scores above its parent, so what survives is still a tree
+        keep = keep[scores[keep] >= math.log(cfg.min_prob)]
     remap = torch.full((count,), -1, dtype=torch.long, device=dev)
     remap[keep] = torch.arange(1, keep.numel() + 1, device=dev)
     par = parents[keep]
@@ -131,14 +140,17 @@ def draft_tree(draft: Eagle3Draft, embed: torch.nn.Module, kv: DraftKV, h_root: 
 
 def lookup_continuation(context: torch.Tensor, length: int, max_ngram: int = 3) -> torch.Tensor:
     """Prompt lookup (Saxena 2023): find the latest earlier occurrence of the context's last n-gram
-    (longest n first) and return the tokens that followed it. context: [L] -> [<= length]."""
+    (longest n first) and return the tokens that followed it. context: [L] -> [<= length].
+
+    A match shorter than `max_ngram` is more often a coincidence, so its chain is halved for each
+    missing token (32, 16, 8 tokens for n = 3, 2, 1): the verify cost follows the odds."""
     n_ctx = context.numel()
     for n in range(min(max_ngram, n_ctx - 1), 0, -1):
         windows = context.unfold(0, n, 1)[:-1]  # every n-gram but the final one itself
         hits = (windows == context[-n:]).all(1).nonzero()
         if hits.numel():
             start = int(hits[-1]) + n
-            return context[start: start + length]
+            return context[start: start + max(1, length >> (max_ngram - n))]
     return context[:0]
 
 

@@ -1,0 +1,134 @@
+"""Where τ comes from, and what other tree settings would give, from one greedy pass per prompt.
+
+    python scripts/replay_tree.py --ea-model-path runs/quickstart/ckpt/state_1
+    python scripts/replay_tree.py --ea-model-path DIR --workloads code --lookup 0,10,32 --min-prob 0,0.01
+
+Each prompt of the greedy workloads is decoded once with the default tree. Then, at every position
+of that text, the draft tree the loop would build there (teacher-forced: the draft reads the base's
+features of the true prefix) and the prompt-lookup branch are matched against the text. Replaying
+the decode loop over those matches gives τ for every (lookup, min_prob) pair, for the draft tree
+alone (lookup 0) and for the lookup branch alone (`lookup only`), in minutes and without timing
+noise. A verify's cost is read from the base's measured forward times (`--tune`'s table), so the
+printed ceiling τ / cost ranks settings as a timed run would; `eagle bench` then measures the one
+chosen. The functions are the loop's own: draft_tree, lookup_continuation, add_branch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+
+import torch
+
+from eagle.eval.tune import forward_times
+from eagle.eval.workloads import build_workload
+from eagle.model.ea_model import EaModel
+from eagle.model.generate import fused_features
+from eagle.model.kv_cache import DraftKV
+from eagle.model.tree import Tree, add_branch, draft_tree, lookup_continuation
+
+COST_SIZES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def matched(tree: Tree, text: list[int], r: int) -> int:
+    """How many tokens after the root (text[r]) the tree's best path gets right."""
+    tokens, parents = tree.tokens.tolist(), tree.parents.tolist()
+    node, n = 0, 0
+    for t in text[r + 1:]:
+        node = next((i for i in range(1, len(tokens)) if parents[i] == node and tokens[i] == t), None)
+        if node is None:
+            break
+        n += 1
+    return n
+
+
+def root_only(token: int) -> Tree:
+    return Tree(torch.tensor([token]), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long),
+                torch.ones(1, 1, dtype=torch.bool))
+
+
+@torch.no_grad()
+def positions(model: EaModel, text: list[int], n0: int, settings: list[tuple]) -> list[dict]:
+    """For each root position r >= n0: {setting: (matched tokens, verified tree size)}."""
+    base, draft = model.base_model, model.ea_layer
+    embed = base.get_input_embeddings()
+    ids = torch.tensor([text], device=base.device)
+    out = base(input_ids=ids, output_hidden_states=True, use_cache=False, logits_to_keep=1)
+    feats = fused_features(out.hidden_states, draft.config.aux_layer_ids)
+    d = draft(feats, embed(torch.tensor([text[1:] + [0]], device=base.device)), torch.arange(len(text))[None])
+    rows = []
+    for r in range(n0, len(text) - 1):
+        kv = DraftKV(d.key[:, :, :r], d.value[:, :, :r])
+        trees = {}
+        for min_prob in {s[1] for s in settings if s[1] is not None}:
+            cfg = dataclasses.replace(model.tree, min_prob=min_prob)
+            trees[min_prob] = draft_tree(draft, embed, kv, d.hidden[0, r - 1], ids[0, r], cfg)
+        row = {}
+        for lookup, min_prob in settings:
+            tree = root_only(text[r]) if min_prob is None else trees[min_prob]
+            if lookup:
+                tree = add_branch(tree, lookup_continuation(ids[0, : r + 1], lookup))
+            row[(lookup, min_prob)] = (matched(tree, text, r), len(tree))
+        rows.append(row)
+    return rows
+
+
+def replay(rows: list[dict], n_text: int, n0: int, setting, cost: dict[int, float]) -> tuple[int, int, float, int]:
+    """The decode loop over recorded matches: (tokens, cycles, summed verify cost, summed tree size)."""
+    def cost_of(t):
+        lo = max(s for s in cost if s <= t)
+        hi = min((s for s in cost if s >= t), default=lo)
+        return cost[lo] if hi == lo else cost[lo] + (cost[hi] - cost[lo]) * (t - lo) / (hi - lo)
+
+    r, tokens, cycles, total, size = n0, 0, 0, 0.0, 0
+    while r < n_text - 1:
+        a, t = rows[r - n0][setting]
+        tokens += min(a + 1, n_text - 1 - r)
+        cycles, total, size = cycles + 1, total + cost_of(t), size + t
+        r += a + 1
+    return tokens, cycles, total, size
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--basepath", default="qwen2.5-coder-0.5b")
+    ap.add_argument("--ea-model-path", required=True)
+    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+    ap.add_argument("--workloads", default="code,chat,fim", help="greedy workloads only")
+    ap.add_argument("--num-prompts", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--lookup", default="0,10,32", help="lookup branch lengths to compare")
+    ap.add_argument("--min-prob", default="0,0.01", help="min_prob values to compare")
+    ap.add_argument("--context", type=int, default=256, help="context of the forward-time table")
+    args = ap.parse_args()
+
+    model = EaModel.from_pretrained(args.basepath, args.ea_model_path, dtype=getattr(torch, args.dtype))
+    lookups = [int(x) for x in args.lookup.split(",")]
+    probs = [float(x) for x in args.min_prob.split(",")]
+    settings = [(lk, mp) for lk in lookups for mp in probs] + [(max(lookups), None)]
+    times = forward_times(model.base_model, args.context, COST_SIZES, repeats=5)
+    cost = {n: t / times[1] for n, t in times.items()}
+    print(f"{args.basepath} {args.dtype}, default tree {model.tree}")
+    print("verify cost by tokens: " + ", ".join(f"{n}: {c:.2f}" for n, c in cost.items()))
+    for name in args.workloads.split(","):
+        wl = build_workload(name, model.tokenizer, limit=args.num_prompts, max_new_tokens=args.max_new_tokens)
+        if not wl.greedy:
+            raise SystemExit(f"{name}: replay needs a greedy workload")
+        sums = {s: [0, 0, 0.0, 0] for s in settings}
+        for p in wl.prompts:
+            ids = torch.tensor([p.input_ids], device=model.device)
+            text = model.eagenerate(ids, max_new_tokens=wl.max_new_tokens)[0].tolist()
+            rows = positions(model, text, len(p.input_ids), settings)
+            for s in settings:
+                for i, v in enumerate(replay(rows, len(text), len(p.input_ids), s, cost)):
+                    sums[s][i] += v
+        print(f"\n{name} ({len(wl.prompts)} prompts)\n{'lookup':>12} {'min_prob':>9} {'tau':>6} {'tokens':>7} "
+              f"{'ceiling':>8}")
+        for (lookup, min_prob), (tok, cyc, total, size) in sums.items():
+            mp = "no tree" if min_prob is None else f"{min_prob:g}"
+            print(f"{lookup:>12} {mp:>9} {tok / cyc:>6.2f} {size / cyc:>7.1f} {tok / total:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""scripts/replay_tree.py must replay the decoding loop faithfully: in fp32 its teacher-forced trees
+are the loop's own, so it counts exactly the loop's decoding steps."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from eagle.model.ea_model import EaModel
+from eagle.model.tree import TreeConfig
+from tiny import VOCAB, fit_draft, tiny_base
+
+spec = importlib.util.spec_from_file_location("replay_tree", Path(__file__).parents[1] / "scripts" / "replay_tree.py")
+replay_tree = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(replay_tree)
+
+
+def test_replay_counts_the_loops_steps():
+    base = tiny_base("llama", predictable=True)
+    draft = fit_draft(base)
+    g = torch.Generator().manual_seed(7)
+    settings = [(8, 0.0), (8, 0.05), (0, 0.0), (8, None)]
+    taus = {s: [0, 0] for s in settings}
+    for _ in range(3):
+        ids = torch.randint(2, VOCAB, (1, 12), generator=g)
+        rows = None
+        for lookup, min_prob in settings[:3]:
+            model = EaModel(base, draft, tree=TreeConfig(total_token=16, depth=5, top_k=4, lookup=lookup,
+                                                         min_prob=min_prob))
+            out, new, steps = model.eagenerate(ids, max_new_tokens=40, log=True)
+            text = out[0].tolist()
+            rows = rows or replay_tree.positions(model, text, ids.shape[1], settings)
+            tokens, cycles, _, _ = replay_tree.replay(rows, len(text), ids.shape[1], (lookup, min_prob), {1: 1.0})
+            assert (tokens, cycles) == (new - 1, steps), (lookup, min_prob)
+        for s in settings:
+            tokens, cycles, _, _ = replay_tree.replay(rows, len(text), ids.shape[1], s, {1: 1.0})
+            taus[s][0] += tokens
+            taus[s][1] += cycles
+    tau = {s: t / c for s, (t, c) in taus.items()}
+    assert tau[(8, 0.0)] > tau[(0, 0.0)] and tau[(8, 0.0)] > tau[(8, None)] > 1.0, tau  # both sources count
