@@ -24,13 +24,13 @@ class TreeConfig:
     depth: int = 6  # longest drafted path below the root; tau <= depth + 1
     top_k: int = 10  # children per expanded node, and nodes expanded per layer
     lookup: int = 0  # extra branch: up to this many tokens copied from an earlier n-gram match (0 = off)
-    # Drop drafted nodes whose path probability under the draft is below this. Where every verified
-    # token costs (a CPU), a node the draft gives 1% adds less acceptance than its verify time.
-    min_prob: float = 0.0
     # Stop drafting deeper once the frontier's summed path probability is below this. That sum
     # bounds the accepted tokens one more draft call can add, so when the draft is unsure the call
     # costs more than it can return (0 = always draft `depth` layers).
     expand_threshold: float = 0.0
+    # Drop drafted nodes whose path probability under the draft is below this. Where every verified
+    # token costs (a CPU), a node the draft gives 1% adds less acceptance than its verify time.
+    min_prob: float = 0.0
 
     def __post_init__(self):
         for name in ("total_token", "depth", "top_k"):
@@ -52,7 +52,7 @@ class TreeConfig:
         # A draft call is ~4% of a CPU cycle; past a frontier mass of 0.2 a deeper layer returns
         # less (Qwen2.5-Coder-0.5B code: same τ, 2.4 instead of 6 draft calls per cycle). Code
         # answers copy long stretches of the prompt, so the lookup branch runs up to 32 tokens, and
-        # nodes under 1% are not worth their verify cost (docs/benchmark.md, "Tree settings").
+        # nodes under 1% are not worth their verify cost (docs/benchmark.md, "The lookup branch").
         return cls(total_token=24, depth=6, top_k=6, lookup=32, expand_threshold=0.2, min_prob=0.01)
 
 
