@@ -10,21 +10,20 @@ the decode loop over those matches gives τ for every (lookup, min_prob) pair, f
 alone (lookup 0) and for the lookup branch alone (`lookup only`), in minutes and without timing
 noise. A verify's cost is read from the base's measured forward times (`--tune`'s table), so the
 printed ceiling τ / cost ranks settings as a timed run would; `eagle bench` then measures the one
-chosen. The functions are the loop's own: draft_tree, lookup_continuation, add_branch.
+chosen. The functions are the loop's own: draft_tree, lookup_continuation, add_branch, accept_targets.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 
 import torch
 
 from eagle.eval.tune import forward_times
 from eagle.eval.workloads import build_workload
 from eagle.model.ea_model import EaModel
-from eagle.model.generate import fused_features
+from eagle.model.generate import accept_targets, fused_features
 from eagle.model.kv_cache import DraftKV
 from eagle.model.tree import Tree, add_branch, draft_tree, lookup_continuation
 
@@ -32,15 +31,11 @@ COST_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
 
 def matched(tree: Tree, text: list[int], r: int) -> int:
-    """How many tokens after the root (text[r]) the tree's best path gets right."""
-    tokens, parents = tree.tokens.tolist(), tree.parents.tolist()
-    node, n = 0, 0
-    for t in text[r + 1:]:
-        node = next((i for i in range(1, len(tokens)) if parents[i] == node and tokens[i] == t), None)
-        if node is None:
-            break
-        n += 1
-    return n
+    """How many tokens after the root (text[r]) the tree's best path gets right: the loop's own
+    greedy acceptance, with the text's next token in place of the base's argmax."""
+    after = torch.tensor(text[r + 1:] + [-1] * (int(tree.depths.max()) + 1))  # -1 past the text's end
+    path, _ = accept_targets(tree, after[tree.depths])
+    return path.numel() - 1
 
 
 def root_only(token: int) -> Tree:
@@ -56,7 +51,8 @@ def positions(model: EaModel, text: list[int], n0: int, settings: list[tuple]) -
     ids = torch.tensor([text], device=base.device)
     out = base(input_ids=ids, output_hidden_states=True, use_cache=False, logits_to_keep=1)
     feats = fused_features(out.hidden_states, draft.config.aux_layer_ids)
-    d = draft(feats, embed(torch.tensor([text[1:] + [0]], device=base.device)), torch.arange(len(text))[None])
+    nxt = torch.tensor([text[1:] + [0]], device=base.device)  # position t sees x_{t+1}
+    d = draft(feats, embed(nxt), torch.arange(len(text), device=base.device)[None])
     rows = []
     for r in range(n0, len(text) - 1):
         kv = DraftKV(d.key[:, :, :r], d.value[:, :, :r])

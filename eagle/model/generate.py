@@ -83,7 +83,11 @@ def prefill(base, input_ids: torch.Tensor, cache, want_features: bool):
 def accept_greedy(tree: Tree, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Longest root path whose every token is the base's argmax; plus the base's next token.
     logits: [T, V]. Returns (path [k+1] tree indices from the root, bonus token [])."""
-    target = logits.argmax(-1)  # [T]
+    return accept_targets(tree, logits.argmax(-1))
+
+
+def accept_targets(tree: Tree, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """accept_greedy given target[i], the token that must follow node i ([T])."""
     match = tree.tokens == target[tree.parents]
     match[0] = True
     accepted = ~(tree.ancestors & ~match[None, :]).any(1)  # every ancestor matched
