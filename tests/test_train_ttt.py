@@ -1,19 +1,23 @@
 """The EAGLE-3 objective against plain references: TTT attention equals what the tree drafter sees,
 the vectorised loss equals a per-position loop, targets equal the base's own softmax, the cache
-equals the online features, and the global-count loss does not depend on how a batch is split."""
+equals the online features, the global-count loss does not depend on how a batch is split, and the
+draft's lm_head starts as the base's."""
 
 import math
 
 import pytest
 import torch
+from tiny import tiny_base as tiny_arch_base
 
 from eagle.model.config import DraftConfig
 from eagle.model.draft import Eagle3Draft
 from eagle.model.generate import fused_features
+from eagle.train.config import TrainConfig
 from eagle.train.dataset import Sample, build_vocab, pad_batch
 from eagle.train.features import BaseRunner, FeatureCache, OnlineSource, StoredSource, base_fingerprint
 from eagle.train.tiny import tiny_base
-from eagle.train.ttt import TargetHead, TTTObjective, prepare, step_counts, ttt_unroll
+from eagle.train.trainer import initial_draft
+from eagle.train.ttt import TargetHead, TTTObjective, base_lm_head_rows, prepare, step_counts, ttt_unroll
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +129,33 @@ def test_target_head_is_the_bases_restricted_softmax(base):
     m = torch.arange(ids.shape[1])[None] < lengths[:, None]
     assert torch.allclose(got[m], want[m], atol=1e-5)
     assert torch.equal(a[m], logits.argmax(-1)[m])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2", "gpt_neox"])
+def test_draft_lm_head_starts_as_the_bases(arch):
+    """Folded into the rows, the base's final RMSNorm scale (w, or Gemma's 1 + w) makes the draft's
+    lm_head(norm(h)) the base's logits for the base's own pre-norm h; a LayerNorm is left alone."""
+    model = tiny_arch_base(arch)
+    final_norm = model.get_decoder().norm if arch != "gpt_neox" else model.get_decoder().final_layer_norm
+    with torch.no_grad():
+        final_norm.weight.uniform_(0.5, 2.0)  # not the ones of the init
+    seen = {}
+    final_norm.register_forward_hook(lambda m, args, out: seen.update(pre=args[0], post=out))
+    model(torch.randint(2, 256, (1, 12)))
+    target_ids = torch.arange(0, 256, 4)
+    head = TargetHead.from_base(model, target_ids)
+    rows = base_lm_head_rows(model, head)
+    if arch == "gpt_neox":
+        assert torch.equal(rows, head.weight)
+        return
+    dcfg = DraftConfig.from_base(model.config, target_ids.numel())
+    draft = initial_draft(TrainConfig(basepath="b", trainpath="t", testpath="t"), dcfg, target_ids, model, head)
+    random = initial_draft(TrainConfig(basepath="b", trainpath="t", testpath="t", init_lm_head="random"), dcfg,
+                           target_ids, model, head)
+    assert torch.equal(draft.lm_head.weight, rows) and not torch.allclose(random.lm_head.weight, rows)
+    got = draft.logits(seen["pre"])
+    want = seen["post"] @ head.weight.T
+    assert torch.allclose(got, want, atol=1e-3 * want.abs().max()), (got - want).abs().max()
 
 
 def test_offline_cache_equals_online(base, tmp_path):

@@ -17,6 +17,7 @@ FEATURE_MODES = ("offline", "online")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 ENGINES = ("auto", "torch", "deepspeed")
 RESUME = ("auto", "yes", "no")
+LM_HEAD_INITS = ("base", "random")
 
 
 def _f(default, help: str, **extra):
@@ -56,6 +57,8 @@ class TrainConfig:
     draft_vocab_size: int = _f(32000, "draft vocabulary: the most frequent target tokens of the training data")
     draft_intermediate_size: int | None = _f(None, "width of the draft's MLP (default: the base's); narrower "
                                                    "drafts cost less per call on CPUs")
+    init_lm_head: str = _f("base", "the draft's lm_head at the start: base = the base's own rows for the draft "
+                                   "vocabulary (its final norm folded in), random = untrained", choices=LM_HEAD_INITS)
     aux_layers: tuple[int, ...] | None = _f(None, "three HF hidden_states indices fused as features, e.g. 2,12,21 "
                                                   "(default: 2, N//2, N-3)")
     dtype: str = _f("auto", "base and feature dtype, autocast dtype of the draft (auto: bf16 on CPU and "
@@ -99,7 +102,8 @@ class TrainConfig:
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         for name, allowed in (("features", FEATURE_MODES), ("dtype", DTYPES), ("engine", ENGINES),
-                              ("resume", RESUME), ("data_format", ("auto", "fim", "chat", "mixed"))):
+                              ("resume", RESUME), ("init_lm_head", LM_HEAD_INITS),
+                              ("data_format", ("auto", "fim", "chat", "mixed"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name} must be one of {allowed}, got {getattr(self, name)!r}")
 

@@ -46,7 +46,7 @@ def as_samples(samples) -> list[Sample]:
 def fit(base, samples: Sequence, cfg: TrainConfig | None = None, test_samples: Sequence | None = None,
         progress: bool = False) -> FitResult:
     from eagle.train.report import progress_bar
-    from eagle.train.trainer import _make_stepper, epoch_order
+    from eagle.train.trainer import _make_stepper, epoch_order, initial_draft
 
     cfg = cfg or TrainConfig()
     train_s = as_samples(samples)
@@ -67,16 +67,13 @@ def fit(base, samples: Sequence, cfg: TrainConfig | None = None, test_samples: S
 
     from eagle.train.ttt import TargetHead
 
-    torch.manual_seed(cfg.seed)
-    draft = Eagle3Draft(dcfg)
-    draft.set_vocab_mapping(target_ids)
-    draft = draft.float().to(device)
+    head = TargetHead.from_base(base, target_ids)
+    draft = initial_draft(cfg, dcfg, target_ids, base, head).float().to(device)
     steps_per_epoch = max(1, len(train_s) // rt.global_batch)
     total = steps_per_epoch * cfg.num_epochs
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    stepper = _make_stepper(cfg, rt, draft, TargetHead.from_base(base, target_ids).to(device),
-                            base.get_input_embeddings().weight.detach(), total)
+    stepper = _make_stepper(cfg, rt, draft, head.to(device), base.get_input_embeddings().weight.detach(), total)
 
     result = FitResult(draft)
     lengths = [len(s.input_ids) for s in train_s]

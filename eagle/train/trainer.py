@@ -29,7 +29,7 @@ from eagle.train.report import Reporter, progress_bar
 from eagle.train.runtime import Runtime, deepspeed_config_for, setup, teardown
 from eagle.train.state import (TrainerState, check_writable, clean_stale, find_resume, load_training,
                                save_epoch, save_resume, set_rng_state)
-from eagle.train.ttt import TargetHead, TTTObjective
+from eagle.train.ttt import TargetHead, TTTObjective, base_lm_head_rows
 
 # Settings that change what a resumed run would compute; the rest (lr, epochs, logging) may change.
 _RESUME_FIXED = ("data_format", "max_length", "ttt_length", "ttt_decay", "draft_vocab_size", "aux_layers", "seed")
@@ -191,6 +191,14 @@ def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str
              f"features from layers {list(dcfg.aux_layer_ids)}")
 
     head = TargetHead.from_base(base, target_ids)
+    if resumed is not None:
+        draft = Eagle3Draft(dcfg)
+        draft.load_state_dict(resumed.state_dict())
+    else:
+        draft = initial_draft(cfg, dcfg, target_ids, base, head)
+        if cfg.init_lm_head == "base":
+            rep.line("The draft's lm_head starts from the base's rows (--init_lm_head base)")
+    draft = draft.float().to(rt.device)
     embed_weight = base.get_input_embeddings().weight.detach()
     samples = {"train": train_s, "test": test_s}
     source = _build_features(cfg, rt, rep, savedir, base, dcfg.aux_layer_ids, samples, fingerprint)
@@ -198,13 +206,6 @@ def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str
         del base  # the cache replaces it; only the embedding and the head rows stay
         gc.collect()
 
-    torch.manual_seed(cfg.seed)
-    draft = Eagle3Draft(dcfg)
-    if resumed is not None:
-        draft.load_state_dict(resumed.state_dict())
-    else:
-        draft.set_vocab_mapping(target_ids)
-    draft = draft.float().to(rt.device)
     total_steps = steps_per_epoch * cfg.num_epochs
     stepper = _make_stepper(cfg, rt, draft, head.to(rt.device), embed_weight, total_steps)
 
@@ -213,6 +214,17 @@ def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str
         state = TrainerState.load(resume)
         _load_training(stepper, rt, resume)
     return _loop(cfg, rt, rep, savedir, fmt, source, stepper, state, steps_per_epoch)
+
+
+def initial_draft(cfg: TrainConfig, dcfg: DraftConfig, target_ids: torch.Tensor, base,
+                  head: TargetHead) -> Eagle3Draft:
+    """A fresh draft: seeded weights, the draft vocabulary, and (--init_lm_head base) the base's lm_head rows."""
+    torch.manual_seed(cfg.seed)
+    draft = Eagle3Draft(dcfg)
+    draft.set_vocab_mapping(target_ids)
+    if cfg.init_lm_head == "base":
+        draft.lm_head.weight.data.copy_(base_lm_head_rows(base, head))
+    return draft
 
 
 def _make_stepper(cfg, rt: Runtime, draft: Eagle3Draft, head, embed_weight, total_steps) -> Stepper:

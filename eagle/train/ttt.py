@@ -72,6 +72,21 @@ class TargetHead:
         return TargetHead(self.weight.to(device), None if self.bias is None else self.bias.to(device), self.softcap)
 
 
+def base_lm_head_rows(base, head: TargetHead) -> torch.Tensor:
+    """A starting lm_head for the draft: the base's rows for the draft vocabulary, with the scale of
+    the base's final RMSNorm folded in. The draft's own norm starts at 1, so lm_head(norm(h)) is then
+    the base's logits for the base's own pre-norm h: the draft starts in the base's output space
+    instead of learning 12k-32k random rows from a few hundred steps of data."""
+    weight = head.weight.float().clone()
+    norm = getattr(base.get_decoder(), "norm", None)
+    if norm is not None and "rmsnorm" in type(norm).__name__.lower():
+        p = next(norm.parameters())
+        with torch.no_grad():  # the RMSNorm of a ones vector is its scale (w, or 1 + w for Gemma)
+            scale = norm(torch.ones(1, weight.shape[1], dtype=p.dtype, device=p.device)).float().flatten()
+        weight *= scale.to(weight.device)
+    return weight
+
+
 @dataclass
 class Prepared:
     """One micro-batch, ready for the draft. N = number of trained target positions."""
