@@ -149,9 +149,9 @@ def test_draft_lm_head_starts_as_the_bases(arch):
         assert torch.equal(rows, head.weight)
         return
     dcfg = DraftConfig.from_base(model.config, target_ids.numel())
-    draft = initial_draft(TrainConfig(basepath="b", trainpath="t", testpath="t"), dcfg, target_ids, model, head)
-    random = initial_draft(TrainConfig(basepath="b", trainpath="t", testpath="t", init_lm_head="random"), dcfg,
-                           target_ids, model, head)
+    cfg = TrainConfig(basepath="b", trainpath="t", testpath="t")
+    draft = initial_draft(cfg.replace(init_lm_head="base"), dcfg, target_ids, model, head)
+    random = initial_draft(cfg, dcfg, target_ids, model, head)  # the default
     assert torch.equal(draft.lm_head.weight, rows) and not torch.allclose(random.lm_head.weight, rows)
     got = draft.logits(seen["pre"])
     want = seen["post"] @ head.weight.T

@@ -57,8 +57,9 @@ class TrainConfig:
     draft_vocab_size: int = _f(32000, "draft vocabulary: the most frequent target tokens of the training data")
     draft_intermediate_size: int | None = _f(None, "width of the draft's MLP (default: the base's); narrower "
                                                    "drafts cost less per call on CPUs")
-    init_lm_head: str = _f("base", "the draft's lm_head at the start: base = the base's own rows for the draft "
-                                   "vocabulary (its final norm folded in), random = untrained", choices=LM_HEAD_INITS)
+    init_lm_head: str = _f("random", "the draft's lm_head at the start: random, or base = the base's own rows "
+                                     "for the draft vocabulary (its final norm folded in): higher τ, larger "
+                                     "trees (docs/training.md)", choices=LM_HEAD_INITS)
     aux_layers: tuple[int, ...] | None = _f(None, "three HF hidden_states indices fused as features, e.g. 2,12,21 "
                                                   "(default: 2, N//2, N-3)")
     dtype: str = _f("auto", "base and feature dtype, autocast dtype of the draft (auto: bf16 on CPU and "
