@@ -81,6 +81,8 @@ def test_eagle_train_chat(tiny, tmp_path):
     assert rc == 0
     log = (save / "training.log").read_text()
     assert "Data format: chat" in log and "Test Epoch [1/1], position 2, pLoss:" in log
+    m = re.search(r"covering (\d+\.\d\d)% of the training targets and (\d+\.\d\d)% of the test targets", log)
+    assert m and float(m[1]) == 100.0 and 0.0 < float(m[2]) <= 100.0
     assert "position 3" not in log
     m = json.loads((save / "state_0" / "metrics.json").read_text())
     assert m["features"] == "online" and len(m["test_acc"]) == 3

@@ -13,7 +13,7 @@ from eagle.model.config import DraftConfig
 from eagle.model.draft import Eagle3Draft
 from eagle.model.generate import fused_features
 from eagle.train.config import TrainConfig
-from eagle.train.dataset import Sample, build_vocab, pad_batch
+from eagle.train.dataset import Sample, build_vocab, pad_batch, vocab_coverage
 from eagle.train.features import BaseRunner, FeatureCache, OnlineSource, StoredSource, base_fingerprint
 from eagle.train.tiny import tiny_base
 from eagle.train.trainer import initial_draft
@@ -210,6 +210,8 @@ def test_vocab_is_the_most_frequent_targets():
     assert ids.tolist() == [1, 2, 3, 5, 7, 9]
     ids = build_vocab(samples, 16, 9)  # then the lowest unused ids
     assert ids.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 9]
+    # held-out targets outside the vocabulary count against it; unmasked tokens do not count
+    assert vocab_coverage([Sample([5, 8, 8, 9, 8], [1, 1, 1, 1, 0])], build_vocab(samples, 16, 2)) == 0.25
     d = Eagle3Draft(DraftConfig(64, 128, 4, 4, vocab_size=16, draft_vocab_size=9, target_hidden_size=64,
                                 aux_layer_ids=(1, 1, 1)))
     d.set_vocab_mapping(ids)
