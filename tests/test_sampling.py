@@ -134,3 +134,28 @@ def test_greedy_sampling_params_validation():
     assert (sp.probs(torch.tensor([0.0, 3.0, 1.0, 2.0])) > 0).tolist() == [False, True, False, True]
     sp = SamplingParams(temperature=1.0, top_p=0.5)
     assert (sp.probs(torch.tensor([0.0, 5.0, 1.0, 0.0])) > 0).sum() == 1
+
+
+def reference_nucleus(p: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The definition, by a full sort: keep tokens in order until the mass before one reaches
+    top_p, plus every token tied with the last kept one."""
+    top, _ = torch.sort(p, descending=True)
+    kept = int(((top.cumsum(0) - top) < top_p).sum())
+    return p >= top[kept - 1]
+
+
+@pytest.mark.parametrize("scale", [8.0, 3.0, 0.05])  # peaked, typical, nearly flat (past any top-k)
+def test_top_p_nucleus_matches_full_sort(scale):
+    gen = torch.Generator().manual_seed(0)
+    for top_p in (0.5, 0.9, 0.95, 0.999):
+        logits = torch.randn(6, 5000, generator=gen) * scale
+        logits[0, :40] = logits[0].max()  # a tie at the top, spanning the cut
+        logits[1] = logits[1].to(torch.bfloat16).float()  # bf16 logits: many ties everywhere
+        sp = SamplingParams(temperature=1.0, top_p=top_p)
+        got = sp.probs(logits)
+        p = logits.softmax(-1)
+        for row in range(logits.shape[0]):
+            keep = reference_nucleus(p[row], top_p)
+            assert torch.equal(got[row] > 0, keep), (scale, top_p, row)
+            assert torch.allclose(got[row][keep], p[row][keep] / p[row][keep].sum())
+            assert p[row][keep].sum() >= top_p - 1e-5

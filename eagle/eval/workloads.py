@@ -3,7 +3,7 @@
 - code:   HumanEval "Complete the code I provided" questions, chat template, greedy, 256 new tokens
 - chat:   MT-Bench first turns, chat template, greedy, 256 new tokens
 - fim:    infilling on held-out Python files (PSM with the model's own sentinels), greedy, <= 128
-- sample: the code prompts at temperature 0.7, top_p 0.95 (τ only)
+- sample: the code prompts at temperature 0.7, top_p 0.95 (naive, hf, eagle: speed and τ)
 
 The question files live in the shared data folder (`data/eval/*.jsonl`), found by
 `find_data_dir`: `--data-dir`, else `$EAGLE_EVAL_DATA`, else `shared/data/eval` beside or inside
