@@ -18,7 +18,6 @@ import statistics
 import types
 
 import torch
-import torch.nn.functional as F
 
 from eagle.eval.tune import forward_times
 from eagle.model.base import load_base
