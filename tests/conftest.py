@@ -5,6 +5,8 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))  # tests/tiny.py
+# Training runs in tests never go to a wandb account the developer happens to be logged in to.
+os.environ["EAGLE_WANDB"] = "0"
 
 # Two cores: one intra-op thread per test process keeps timings steady and avoids oversubscription.
 THREADS = int(os.environ.get("EAGLE_TEST_THREADS", "1"))

@@ -66,8 +66,27 @@ def test_check_format_refuses_the_wrong_data_format(tmp_path):
     with pytest.raises(DataError, match="--data-format fim given, but the file holds chat records.*use --data-format chat"):
         check_format(chat, "fim")
     assert check_format(chat, "chat") == "chat" and check_format(chat, "auto") == "chat"
-    with pytest.raises(DataError, match="cannot tell the format"):
+    with pytest.raises(DataError, match="x.jsonl:1: cannot tell the format"):
         detect_format(write(tmp_path / "x.jsonl", {"text": "hi"}))
+    with pytest.raises(DataError, match="y.jsonl:1: bad JSON"):  # nothing parses: the loader's message
+        detect_format(write(tmp_path / "y.jsonl", "{oops", {"text": "hi"}))
+
+
+def test_a_file_of_both_kinds_is_mixed(tmp_path):
+    """The quickstart's data: FIM records and chat records in one file. The format is read from
+    every record, not the first, so 'auto' loads it and a wrong format is refused up front."""
+    mixed = write(tmp_path / "train.jsonl", FIM, "{oops", {"text": "x"}, CHAT, OPENAI)
+    assert detect_format(mixed) == "mixed"  # unreadable lines are the loader's to report
+    assert check_format(mixed, "auto") == "mixed" and check_format(mixed, "mixed") == "mixed"
+    with pytest.raises(DataError, match="given, but the file holds both fim and chat records; use --data-format mixed"):
+        check_format(mixed, "fim")
+    assert check_format(write(tmp_path / "f.jsonl", FIM), "mixed") == "mixed"
+    good = write(tmp_path / "good.jsonl", FIM, CHAT, OPENAI)
+    assert len(list(load_jsonl(good))) == 3
+    report = check_file(good, "auto", echo=lambda line: None)
+    assert report.ok and report.data_format == "mixed"
+    report = check_file(mixed, "auto", echo=lambda line: None)
+    assert [line for line, _ in report.errors] == [2, 3] and report.data_format == "mixed"
 
 
 def test_check_reports_every_bad_record(tmp_path):

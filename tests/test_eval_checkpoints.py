@@ -78,6 +78,20 @@ def test_evaluate_checkpoints_command(run, tmp_path):
         assert 1.0 <= r["tau"] <= 7 and r["decoding_steps"] > 0
 
 
+def test_a_mixed_test_file_is_read_as_mixed(run, tmp_path):
+    """The quickstart trains on FIM and chat records in one file (--data-format mixed); evaluating
+    its checkpoints on such a file must read each record by its own keys."""
+    tiny, save = run
+    mixed = tmp_path / "mixed.jsonl"
+    chat = {"messages": [{"role": "user", "content": "def f(x):"}, {"role": "assistant", "content": "return x"}]}
+    mixed.write_text(Path(tiny["test"]).read_text() + json.dumps(chat) + "\n")
+    out = tmp_path / "evaluation_results.json"
+    rc = eagle_main(["eval", "checkpoints", "--savedir", str(save), "--testpath", str(mixed), "--every", "5",
+                     "--num-samples", "0", "--dtype", "float32", "--device", "cpu", "--num-prompts", "1",
+                     "--max-new-tokens", "4", "-o", str(out)])
+    assert rc == 0 and [r["epoch"] for r in json.loads(out.read_text())] == [0, 1]
+
+
 def test_every_keeps_the_last_epoch(tmp_path):
     for e in range(12):
         (tmp_path / f"state_{e}").mkdir()

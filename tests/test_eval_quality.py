@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from eagle.cli import main as eagle_main
-from eagle.eval.quality import (bleu, case_from_record, complete, evaluate_fim, evaluate_humaneval,
-                                humaneval_problems, run_check)
+from eagle.eval.quality import (QualityReport, bleu, case_from_record, complete, evaluate_fim, evaluate_humaneval,
+                                humaneval_problems, mismatched, run_check, summary_lines)
 from eagle.model.ea_model import EaModel
 from eagle.train.tiny import fim_records, tiny_base, tiny_tokenizer, write_jsonl
 from tiny import fit_draft
@@ -119,6 +119,18 @@ def test_fim_quality_and_eagle_equals_naive(tiny):
     assert rep.n == 4 and rep.checked == 4 and rep.eagle_equals_naive == 4
     assert rep.samples[0]["exact_match"] and rep.exact_match == pytest.approx(0.25)
     assert 0.0 <= rep.bleu <= 100.0 and rep.tau > 1.0
+    assert rep.exact and model.base_model.dtype == torch.float32
+
+
+def test_only_a_float32_comparison_is_a_verdict():
+    """In bf16 a tree forward rounds differently from a one-token forward, so a differing prompt is
+    reported with the reason, and only a float32 mismatch fails `eagle eval quality`."""
+    rep = QualityReport(n=2, checked=2, eagle_equals_naive=1, exact=True)
+    assert mismatched(rep) and "MISMATCH" in summary_lines("FIM", rep)[1]
+    rep.exact = False
+    assert not mismatched(rep)
+    assert "1/2 prompts (not float32" in summary_lines("FIM", rep)[1] and "MISMATCH" not in summary_lines("FIM", rep)[1]
+    assert not mismatched(QualityReport(n=2, checked=2, eagle_equals_naive=2, exact=True))
 
 
 def test_complete_cuts_at_a_stop_string_the_same_for_both_methods(tiny):

@@ -212,6 +212,26 @@ def test_chat_completion_uses_the_template(server, reference):
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
 
 
+def test_the_official_openai_client(server, reference):
+    """docs/deploy.md's client snippet: the `openai` package parses our answers and streams."""
+    from openai import OpenAI
+
+    client, _ = server
+    oa = OpenAI(base_url=str(client.base_url.join("/v1")), api_key="none", max_retries=0)
+    messages = [{"role": "user", "content": "Sort a list in Python"}]
+    tok = reference.tokenizer
+    ids = tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+              add_special_tokens=False).input_ids
+    r = oa.chat.completions.create(model="deployment", messages=messages, max_tokens=16, temperature=0)
+    assert r.choices[0].message.content == naive_text(reference, ids, 16)
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 16
+    assert 1.0 <= r.model_extra["eagle"]["tau"] <= reference.tree.depth + 1
+    stream = oa.completions.create(model="deployment", prompt="def add(a, b):", max_tokens=12, temperature=0,
+                                   stream=True)
+    text = "".join(c.choices[0].text for c in stream)
+    assert text == naive_text(reference, tok("def add(a, b):").input_ids, 12)
+
+
 def test_stop_string_cuts_the_text(server, reference):
     client, _ = server
     prompt = "def add(a, b):\n    return"

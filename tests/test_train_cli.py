@@ -4,6 +4,7 @@ the tutorial's ds_config.json, `eagle train` with chat data, the flags, and bad 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,12 +32,16 @@ def _env():
 
 
 def test_tutorial_main_py(tiny, tmp_path):
+    run_dir = tmp_path / "traineagle3"  # `cd eagle/traineagle3`, in a copy: main.py links training.log here
+    run_dir.mkdir()
+    for name in ("main.py", "ds_config.json"):
+        shutil.copy(MAIN_DIR / name, run_dir / name)
     save = tmp_path / "checkpoints"
     cmd = [sys.executable, "main.py", "--basepath", str(tiny["base"]), "--trainpath", str(tiny["train"]),
            "--testpath", str(tiny["test"]), "--savedir", str(save), "--data-format", "fim",
            "--deepspeed_config", "ds_config.json", "--local_rank", "-1",
            "--num_epochs", "2", "--draft_vocab_size", "128", "--max_length", "64", "--dtype", "fp32", "--lr", "3e-3"]
-    p = subprocess.run(cmd, cwd=MAIN_DIR, env=_env(), capture_output=True, text=True, timeout=300)
+    p = subprocess.run(cmd, cwd=run_dir, env=_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     out = p.stdout
     # the tutorial's config is honoured without DeepSpeed on a GPU: micro 2 x accumulation 4
@@ -53,6 +58,8 @@ def test_tutorial_main_py(tiny, tmp_path):
     assert "4/4" in p.stderr  # the progress bar: 32 samples / global batch 8
     log = (save / "training.log").read_text()
     assert all(line in log for line in lines if "Epoch [" in line or line.startswith("Saving"))
+    # tutorial 5.1.5: `tail -f training.log` from the folder main.py ran in
+    assert (run_dir / "training.log").is_symlink() and (run_dir / "training.log").read_text() == log
 
     # tutorial 5.1.5: metrics.json per epoch
     for e in (0, 1):
@@ -166,3 +173,29 @@ def test_resume_refuses_another_base_or_draft(tiny, tmp_path, capsys):
     capsys.readouterr()
     assert train_main(["--basepath", str(tiny["base"]), "--draft_vocab_size", "100", *common]) == 0
     assert "Nothing to do" in capsys.readouterr().out
+
+
+def test_wandb_follows_wandb_login(tmp_path, monkeypatch, capsys):
+    """Tutorial 5.1.5: after `wandb login` (a key in ~/.netrc) training logs to wandb unasked;
+    EAGLE_WANDB=0 keeps it local."""
+    from eagle.train.report import Reporter, wandb_logged_in
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # should wandb be installed: nothing leaves the machine
+    assert not wandb_logged_in()
+    assert Reporter(tmp_path, True, run_config={}).wandb is None and "wandb" not in capsys.readouterr().out
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password 0123456789abcdef\n")
+    netrc.chmod(0o600)
+    assert wandb_logged_in()
+    assert Reporter(tmp_path, True, run_config={}).wandb is None  # EAGLE_WANDB=0 (conftest)
+    monkeypatch.delenv("EAGLE_WANDB")
+    rep = Reporter(tmp_path, True, run_config={})
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        assert rep.wandb is None and "wandb is not installed" in capsys.readouterr().out
+    else:
+        assert rep.wandb is not None
+    rep.close()

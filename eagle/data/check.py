@@ -26,11 +26,12 @@ def check_file(path: str | Path, data_format: str = "auto", show_ok: int = 5, ec
     """Check every line of a JSONL file; print ``✓ Sample i: OK`` for the first `show_ok` good
     records, each problem with its line number, and ``Total samples: N``.
 
-    'auto' takes the format of the first record that has one.
+    'auto' and 'mixed' take each record's format from its keys; the report's format is then the
+    file's: fim, chat, or mixed when it holds both.
     """
     path = Path(path)
     if data_format not in ("auto", *FORMATS):
-        raise ValueError(f"unknown data format {data_format!r}: expected auto, fim or chat")
+        raise ValueError(f"unknown data format {data_format!r}: expected auto, fim, chat or mixed")
     report = CheckReport(path, data_format)
     good = 0
     with open(path, "rb") as f:
@@ -40,12 +41,13 @@ def check_file(path: str | Path, data_format: str = "auto", show_ok: int = 5, ec
             report.total += 1
             try:
                 record = json.loads(raw.decode("utf-8"))
-                fmt = report.data_format
-                if fmt == "auto":
+                fmt = data_format
+                if fmt in ("auto", "mixed"):
                     fmt = record_format(record) if isinstance(record, dict) else None
                     if fmt is None:
                         raise ValueError("neither fim (prefix/middle/suffix) nor chat (conversations/messages)")
-                    report.data_format = fmt
+                    seen = report.data_format
+                    report.data_format = fmt if seen in ("auto", fmt) else "mixed"
                 validate_record(record, fmt)
             except UnicodeDecodeError as e:
                 report.errors.append((lineno, f"not UTF-8 ({e.reason} at byte {e.start})"))

@@ -147,39 +147,61 @@ def iter_records(path: str | Path, data_format: str = "auto") -> Iterator[tuple[
 
 
 def load_jsonl(path: str | Path, data_format: str = "auto") -> Iterator[dict]:
-    """Yield the records of a JSONL file, each validated as `data_format` ('fim', 'chat', 'auto').
+    """Yield the records of a JSONL file, each validated as `data_format` (fim, chat, mixed, auto).
 
-    'auto' takes the format of the first record. Blank lines are skipped. Raises DataError
-    naming file and line for bad JSON, a missing key, a wrong type, and for a file with no
-    records at all.
+    'auto' takes the file's format ('mixed' when it holds both kinds). Blank lines are skipped.
+    Raises DataError naming file and line for bad JSON, a missing key, a wrong type, and for a
+    file with no records at all.
     """
     for _, record in iter_records(path, data_format):
         yield record
 
 
 def detect_format(path: str | Path) -> str:
-    """'fim' or 'chat', read from the first record of a JSONL file."""
+    """'fim', 'chat' or 'mixed' (both kinds of record), read from every record of a JSONL file.
+
+    Lines that do not parse or have neither kind of keys are skipped here: loading reports them
+    with their line numbers. A file where no line says its format raises DataError.
+    """
     path = Path(path)
-    for lineno, record in iter_jsonl(path):
-        fmt = record_format(record) if isinstance(record, dict) else None
-        if fmt is None:
-            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-            raise DataError(f"{path}:{lineno}: cannot tell the format: first record has {keys}; "
-                            f"fim needs prefix/middle/suffix, chat needs conversations or messages")
-        return fmt
-    raise DataError(f"{path}: empty file: no records")
+    found: set[str] = set()
+    first = None  # (line, what it holds) of the first record without a format
+    unparsed = None  # the first line that is not JSON
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                unparsed = unparsed or lineno
+                continue
+            fmt = record_format(record) if isinstance(record, dict) else None
+            if fmt is None:
+                first = first or (lineno, sorted(record) if isinstance(record, dict) else type(record).__name__)
+            else:
+                found.add(fmt)
+    if len(found) == 2:
+        return "mixed"
+    if found:
+        return found.pop()
+    if unparsed:
+        list(iter_jsonl(path))  # raises the loader's own error for that line
+    if first is None:
+        raise DataError(f"{path}: empty file: no records")
+    raise DataError(f"{path}:{first[0]}: cannot tell the format: the record has {first[1]}; "
+                    f"fim needs prefix/middle/suffix, chat needs conversations or messages")
 
 
 def check_format(path: str | Path, data_format: str) -> str:
-    """Refuse a file whose first record is not `data_format`; return the detected format.
+    """Refuse a file whose records are not `data_format`; return the format to load it as.
 
     For the trainer: ``--data-format fim`` on a chat file must stop before any work is done.
     """
     found = detect_format(path)
-    if data_format == "mixed":
-        return data_format
-    if data_format not in ("auto", found):
-        hint = "prefix/middle/suffix" if found == "fim" else "conversations/messages"
-        raise DataError(f"{path}: --data-format {data_format} given, but the file holds {found} "
-                        f"records (its first record has {hint}); use --data-format {found}")
-    return found
+    if data_format in ("auto", found) or (data_format == "mixed" and found in ("fim", "chat")):
+        return found if data_format == "auto" else data_format
+    holds = {"fim": "fim records (prefix/middle/suffix)", "chat": "chat records (conversations/messages)",
+             "mixed": "both fim and chat records"}[found]
+    raise DataError(f"{path}: --data-format {data_format} given, but the file holds {holds}; "
+                    f"use --data-format {found}")

@@ -62,8 +62,8 @@ class TrainConfig:
                                      "trees (docs/training.md)", choices=LM_HEAD_INITS)
     aux_layers: tuple[int, ...] | None = _f(None, "three HF hidden_states indices fused as features, e.g. 2,12,21 "
                                                   "(default: 2, N//2, N-3)")
-    dtype: str = _f("auto", "base and feature dtype, autocast dtype of the draft (auto: bf16 on CPU and "
-                            "bf16-capable GPUs, else fp16 when the DeepSpeed config asks for it, else fp32)",
+    dtype: str = _f("auto", "base and feature dtype, autocast dtype of the draft (auto: bf16 on CPU; on GPU "
+                            "the DeepSpeed config's fp16/bf16, else bf16 where supported, else fp16)",
                     choices=DTYPES)
     # ---- base features -------------------------------------------------------------------
     features: str = _f("offline", "offline: run the base once, cache its features, later epochs cost only the "
@@ -76,7 +76,8 @@ class TrainConfig:
     resume: str = _f("auto", "auto: continue from the newest state in savedir if there is one; yes: "
                              "require one; no: start afresh (overwrites)", choices=RESUME, nargs="?", const="yes")
     save_steps: int = _f(200, "write a resumable state (resume/) every this many optimizer steps")
-    wandb: bool = _f(False, "log to Weights & Biases (also when EAGLE_WANDB=1); needs `pip install wandb`")
+    wandb: bool = _f(False, "log to Weights & Biases (also after `wandb login` or with EAGLE_WANDB=1; "
+                            "EAGLE_WANDB=0: never); needs `pip install wandb`")
     wandb_project: str = _f("eagle-training", "wandb project")
     tensorboard: bool = _f(False, "also write TensorBoard events to <savedir>/tensorboard")
     trust_remote_code: bool = _f(False, "allow the base's own modeling code from its folder")

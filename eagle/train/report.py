@@ -7,6 +7,19 @@ import sys
 from pathlib import Path
 
 
+def wandb_logged_in() -> bool:
+    """True after `wandb login` (the key lands in ~/.netrc) or with WANDB_API_KEY set: the tutorial
+    then expects metrics to go to wandb without a flag (5.1.5). EAGLE_WANDB=0 keeps them local."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    import netrc
+
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
 class Reporter:
     def __init__(self, savedir: Path | None, enabled: bool, wandb: bool = False, wandb_project: str = "eagle-training",
                  tensorboard: bool = False, run_config: dict | None = None):
@@ -15,7 +28,7 @@ class Reporter:
         self.wandb = self.tb = None
         if not enabled:
             return
-        if wandb or os.environ.get("EAGLE_WANDB") == "1":
+        if wandb or os.environ.get("EAGLE_WANDB") == "1" or (os.environ.get("EAGLE_WANDB") != "0" and wandb_logged_in()):
             try:
                 import wandb as wb
             except ImportError:

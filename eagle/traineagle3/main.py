@@ -4,7 +4,8 @@
         --deepspeed_config ds_config.json --local_rank -1
     deepspeed --num_gpus=2 main.py ...      torchrun --nproc_per_node=2 main.py ...
 
-Same flags as `eagle train`; see docs/training.md.
+Same flags as `eagle train`; see docs/training.md. The log goes to <savedir>/training.log, and
+./training.log links to it, so the tutorial's `tail -f training.log` works from here.
 """
 
 import sys
@@ -18,4 +19,4 @@ except ImportError:  # not installed: use the checkout this file lives in
 from eagle.train.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(log_link=True))
