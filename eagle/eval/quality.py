@@ -381,7 +381,7 @@ def summary_lines(name: str, rep: QualityReport) -> list[str]:
         if not rep.exact:
             line += (" (not float32: tree and one-token forwards round differently, so near-ties can flip;"
                      " --dtype float32 checks exactness)")
-        elif rep.eagle_equals_naive != rep.checked:
+        elif mismatched(rep):
             line += "  <-- MISMATCH: speculative decoding changed the output"
         lines.append(line)
     return lines

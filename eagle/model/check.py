@@ -61,13 +61,6 @@ def random_tree(n: int, max_depth: int, vocab: int, generator: torch.Generator):
     return tokens, torch.tensor(parents), torch.tensor(depths)
 
 
-def path_of(parents: torch.Tensor, node: int) -> list[int]:
-    out = [node]
-    while out[-1] != 0:
-        out.append(int(parents[out[-1]]))
-    return out[::-1]
-
-
 @torch.no_grad()
 def check_base(base, tokenizer=None, new_tokens: int = 32, tree_nodes: int = 16, seed: int = 0,
                echo: Callable[[str], None] = print) -> list[CheckResult]:
@@ -82,7 +75,8 @@ def check_base(base, tokenizer=None, new_tokens: int = 32, tree_nodes: int = 16,
         ids = torch.randint(vocab, (48,), generator=g).tolist()
     dev = base.device
     # float32 differences between kernels over different token counts stay far below this
-    atol = 1e-3 * max(1.0, float(_last_logits(base, ids).abs().max())) if base.dtype == torch.float32 else math.inf
+    full = _last_logits(base, ids)
+    atol = 1e-3 * max(1.0, float(full.abs().max())) if base.dtype == torch.float32 else math.inf
     results = []
 
     def report(name: str, ok: bool, detail: str) -> None:
@@ -93,13 +87,13 @@ def check_base(base, tokenizer=None, new_tokens: int = 32, tree_nodes: int = 16,
     cache = new_base_cache()
     prefill(base, torch.tensor([ids[:-1]], device=dev), cache, want_features=False)
     step = base(input_ids=torch.tensor([[ids[-1]]], device=dev), past_key_values=cache, use_cache=True)
-    ok, diff = _close(step.logits[0, -1].float(), _last_logits(base, ids), atol)
+    ok, diff = _close(step.logits[0, -1].float(), full, atol)
     report("kv cache", ok, f"cached step vs full forward, max |Δlogit| {diff:.2e}")
 
     # 2. one tree verified through the model's own forward
     n = len(ids)
     tokens, parents, depths = random_tree(tree_nodes, 5, vocab, g)
-    anc = ancestor_matrix(parents, 5)
+    anc = ancestor_matrix(parents, 5)  # a parent's index is below its child's: row i is i's path in order
     cache = new_base_cache()
     prefill(base, torch.tensor([ids], device=dev), cache, want_features=False)
     mask = tree_attention_mask(base.config, n, anc.to(dev), base.dtype)
@@ -107,7 +101,7 @@ def check_base(base, tokenizer=None, new_tokens: int = 32, tree_nodes: int = 16,
                past_key_values=cache, use_cache=True)
     worst, bad = 0.0, []
     for i in range(tree_nodes):
-        ok, diff = _close(out.logits[0, i].float(), _last_logits(base, ids + tokens[path_of(parents, i)].tolist()), atol)
+        ok, diff = _close(out.logits[0, i].float(), _last_logits(base, ids + tokens[anc[i]].tolist()), atol)
         worst = max(worst, diff)
         if not ok:
             bad.append(i)
@@ -115,8 +109,8 @@ def check_base(base, tokenizer=None, new_tokens: int = 32, tree_nodes: int = 16,
                                   f"node's path run alone" + (f"; wrong at nodes {bad}" if bad else ""))
 
     # 3. keep the deepest node's path, drop the rest, take one more step
-    path = path_of(parents, int(depths.argmax()))
-    keep_path(cache, n, torch.tensor(path, device=dev))
+    path = anc[int(depths.argmax())].nonzero().flatten()
+    keep_path(cache, n, path.to(dev))
     nxt = int(torch.randint(vocab, (1,), generator=g))
     step = base(input_ids=torch.tensor([[nxt]], device=dev), position_ids=torch.tensor([[n + len(path)]], device=dev),
                 past_key_values=cache, use_cache=True)
@@ -130,15 +124,14 @@ def check_base(base, tokenizer=None, new_tokens: int = 32, tree_nodes: int = 16,
     spec = model.eagenerate(prompt, max_new_tokens=new_tokens)
     plain = model.naivegenerate(prompt, max_new_tokens=new_tokens)
     same = torch.equal(spec, plain)
-    report("greedy decoding", same, f"speculative == plain on {spec.shape[1] - n} new tokens" if same else
-           f"speculative != plain from new token {_first_difference(spec[0, n:], plain[0, n:])} on")
+    if same:
+        report("greedy decoding", True, f"speculative == plain on {spec.shape[1] - n} new tokens")
+    else:
+        from eagle.eval.report import first_divergence
+
+        at = first_divergence(spec[0, n:].tolist(), plain[0, n:].tolist())
+        report("greedy decoding", False, f"speculative != plain from new token {at} on")
     return results
-
-
-def _first_difference(a: torch.Tensor, b: torch.Tensor) -> int:
-    m = min(a.numel(), b.numel())
-    diff = (a[:m] != b[:m]).nonzero()
-    return int(diff[0]) if diff.numel() else m
 
 
 def run(args) -> int:

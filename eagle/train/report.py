@@ -28,7 +28,8 @@ class Reporter:
         self.wandb = self.tb = None
         if not enabled:
             return
-        if wandb or os.environ.get("EAGLE_WANDB") == "1" or (os.environ.get("EAGLE_WANDB") != "0" and wandb_logged_in()):
+        flag = os.environ.get("EAGLE_WANDB")
+        if wandb or flag == "1" or (flag != "0" and wandb_logged_in()):
             try:
                 import wandb as wb
             except ImportError:
