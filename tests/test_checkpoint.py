@@ -36,7 +36,10 @@ def test_round_trip_exact_and_engine_format(tmp_path):
     draft.save_pretrained(tmp_path / "d")
     cfg = json.loads((tmp_path / "d" / "config.json").read_text())
     assert cfg["architectures"] == ["LlamaForCausalLMEagle3"] and cfg["num_hidden_layers"] == 1
-    assert cfg["draft_vocab_size"] == 128 and cfg["vocab_size"] == 256 and cfg["target_hidden_size"] == 64
+    assert cfg["draft_vocab_size"] == 128 and cfg["vocab_size"] == 256 and cfg["hidden_size"] == 64
+    # SGLang runs a draft whose config names no dtype in fp16; EAGLE's loader takes a
+    # target_hidden_size to mean "no base embedding" and leaves the draft's random.
+    assert cfg["torch_dtype"] == "float32" and "target_hidden_size" not in cfg
     aux = list(draft.config.aux_layer_ids)
     assert cfg["eagle_aux_hidden_state_layer_ids"] == aux
     assert cfg["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == [i - 1 for i in aux]
@@ -104,6 +107,7 @@ def test_full_vocab_head_needs_no_d2t(tmp_path):
     (dict(hidden_size=32, intermediate_size=64), "hidden size"),
     (dict(vocab_size=300), "vocabulary"),
     (dict(num_hidden_layers=4), "layers"),
+    (dict(num_hidden_layers=3), r"aux layers \[2, 3, 3\] outside the base's layer inputs 1..2"),
 ])
 def test_refuses_head_for_another_base(tmp_path, change, message):
     import transformers as tf
@@ -117,6 +121,17 @@ def test_refuses_head_for_another_base(tmp_path, change, message):
         check_compatible(load_draft(tmp_path / "d").config, other.config)
     with pytest.raises(ValueError, match="another base model"):
         EaModel(other, load_draft(tmp_path / "d"))
+
+
+def test_refuses_what_no_engine_can_run():
+    """Layer 0's input is the bare embedding, which vLLM cannot capture; a draft narrower than the
+    base cannot share its embedding."""
+    base = tiny_base("llama")
+    with pytest.raises(ValueError, match=r"aux layers \[0, 3, 5\] outside the base's layer inputs 1..5"):
+        check_compatible(DraftConfig.from_base(base.config, aux_layer_ids=(0, 3, 5)), base.config, "--aux_layers")
+    d = DraftConfig.from_base(base.config).to_dict()
+    with pytest.raises(ValueError, match="hidden_size=64 differs from target_hidden_size=128"):
+        DraftConfig.from_dict({**d, "target_hidden_size": 128})
 
 
 def test_from_pretrained_folder_round_trip(tmp_path):

@@ -7,6 +7,7 @@ head made for another model does not crash: it silently drafts garbage and speed
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -30,7 +31,8 @@ def save_draft(draft: Eagle3Draft, directory: str | Path) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        draft.config.save(tmp)
+        dtype = str(next(draft.parameters()).dtype).removeprefix("torch.")
+        dataclasses.replace(draft.config, torch_dtype=dtype).save(tmp)
         state = {k: v.detach().contiguous().cpu() for k, v in draft.state_dict().items() if "rotary_emb" not in k}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
         replace_dir(tmp, directory)
@@ -121,7 +123,8 @@ def check_compatible(cfg: DraftConfig, base_config, source: str = "draft") -> No
     n = base.num_hidden_layers
     if cfg.target_num_hidden_layers is not None and cfg.target_num_hidden_layers != n:
         problems.append(f"{cfg.target_num_hidden_layers} layers vs the base's {n}")
-    if any(not 0 <= i <= n for i in cfg.aux_layer_ids):
-        problems.append(f"aux layers {list(cfg.aux_layer_ids)} outside the base's hidden_states 0..{n}")
+    # Serving engines capture the input of decoder layer i, so only 1..N-1 exist there (0 is the bare embedding).
+    if any(not 1 <= i <= n - 1 for i in cfg.aux_layer_ids):
+        problems.append(f"aux layers {list(cfg.aux_layer_ids)} outside the base's layer inputs 1..{n - 1}")
     if problems:
         raise ValueError(f"{source} was made for another base model: " + "; ".join(problems))

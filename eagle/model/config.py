@@ -45,6 +45,7 @@ class DraftConfig:
     # Identity of the base the head was trained on; absent in foreign checkpoints.
     target_num_hidden_layers: int | None = None
     target_model_type: str | None = None
+    torch_dtype: str | None = None  # of the saved weights; SGLang runs a draft without it in fp16
     extra: dict = field(default_factory=dict)  # foreign keys, written back unchanged
 
     def __post_init__(self):
@@ -55,6 +56,11 @@ class DraftConfig:
             raise ValueError(f"EAGLE-3 fuses exactly three base layers, got aux_layer_ids={self.aux_layer_ids}")
         if not 0 < self.draft_vocab_size <= self.vocab_size:
             raise ValueError(f"draft_vocab_size={self.draft_vocab_size} must be in [1, vocab_size={self.vocab_size}]")
+        if self.target_hidden_size != self.hidden_size:
+            # The draft reads the base's own token embedding, so its width is the base's.
+            raise ValueError(f"draft hidden_size={self.hidden_size} differs from target_hidden_size="
+                             f"{self.target_hidden_size}; an EAGLE-3 head here shares the base's embedding, "
+                             "so both must be the base's hidden size")
 
     @classmethod
     def from_base(cls, base: PretrainedConfig, draft_vocab_size: int | None = None,
@@ -102,7 +108,8 @@ class DraftConfig:
             "max_position_embeddings": self.max_position_embeddings,
             "vocab_size": self.vocab_size,
             "draft_vocab_size": self.draft_vocab_size,
-            "target_hidden_size": self.target_hidden_size,
+            # No target_hidden_size: it equals hidden_size, and EAGLE's own loader takes its presence to
+            # mean "no base embedding", leaving the draft's random. The engines default it to hidden_size.
             "tie_word_embeddings": False,
             # vLLM reads HF hidden_states indices; SGLang adds 1 to its own list, so it gets index-1.
             "eagle_aux_hidden_state_layer_ids": list(self.aux_layer_ids),
@@ -112,6 +119,8 @@ class DraftConfig:
             d["target_num_hidden_layers"] = self.target_num_hidden_layers
         if self.target_model_type is not None:
             d["target_model_type"] = self.target_model_type
+        if self.torch_dtype is not None:
+            d["torch_dtype"] = self.torch_dtype  # the key every transformers version reads
         return d
 
     @classmethod
@@ -135,7 +144,7 @@ class DraftConfig:
         rope = _rope_of(d)
         known = {f.name for f in dataclasses.fields(cls)} | {
             "architectures", "model_type", "num_hidden_layers", "tie_word_embeddings", "rope_parameters",
-            "eagle_aux_hidden_state_layer_ids", "eagle_config"}
+            "eagle_aux_hidden_state_layer_ids", "eagle_config", "dtype"}
         return cls(
             hidden_size=d["hidden_size"],
             intermediate_size=d.get("intermediate_size") or 4 * d["hidden_size"],
@@ -153,6 +162,7 @@ class DraftConfig:
             hidden_act=d.get("hidden_act", "silu"),
             target_num_hidden_layers=d.get("target_num_hidden_layers"),
             target_model_type=d.get("target_model_type"),
+            torch_dtype=d.get("torch_dtype") or d.get("dtype"),
             extra={k: v for k, v in d.items() if k not in known},
         )
 

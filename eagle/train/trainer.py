@@ -102,7 +102,7 @@ def _check_resume_model(resume: Path, dcfg: DraftConfig, fingerprint: str) -> No
         problems.append("the base model differs (config or weights)")
     a, b = saved.to_dict(), dcfg.to_dict()
     problems += [f"draft {k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
-                 if a.get(k) != b.get(k)]
+                 if a.get(k) != b.get(k) and k != "torch_dtype"]  # the dtype is the weights', not the shape's
     if problems:
         raise TrainError(f"cannot resume from {resume}: " + "; ".join(problems)
                          + ". Point --basepath at the model it was trained on, or use --resume no.")
