@@ -425,10 +425,9 @@ def _convert(recipe: Recipe, gguf: Path, out: Path, dtype: str) -> dict:
 def _write_manifest(out: Path, recipe: Recipe, dtype: str, sha: str, info: dict, seconds: float) -> None:
     import transformers
 
-    umask = os.umask(0)
-    os.umask(umask)
-    for p in out.rglob("*"):  # safetensors writes 0600; a shared cache must be readable by all
-        p.chmod((0o755 if p.is_dir() else 0o644) & ~umask)
+    from eagle.model.checkpoint import share_permissions
+
+    share_permissions(out)  # a shared cache must be readable by all
     files = {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
     manifest = {
         "name": recipe.name,

@@ -48,3 +48,53 @@ def test_tree_config_validation():
                 dict(expand_threshold=-0.1), dict(min_prob=1.0), dict(min_prob=-0.01)):
         with pytest.raises(ValueError):
             TreeConfig(**bad)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    from eagle.model.checkpoint import save_draft
+    from eagle.train.tiny import tiny_base as saved_tiny_base, write_tiny
+
+    root = tmp_path_factory.mktemp("cli")
+    tiny = write_tiny(root, n_train=1, n_test=1, layers=2)
+    save_draft(Eagle3Draft(DraftConfig.from_base(saved_tiny_base(layers=2).config)), root / "head")
+    (root / "empty").mkdir()
+    return tiny["base"], root / "head", root
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prompt", "t1 " * 40, "--max-length", "20"], "tokens, at or past max_length=20"),
+    (["--prompt", "t1", "--temperature", "-1"], "temperature must be >= 0"),
+    (["--prompt", "t1", "--top-p", "2"], "top_p must be in [0, 1]"),
+    (["--prompt", "t1", "--max-new-tokens", "-5"], "--max-new-tokens must be >= 0"),
+    (["--prompt", ""], "--prompt is empty"),
+    (["--prompt", "@/nonexistent/prompt.txt"], "--prompt @/nonexistent/prompt.txt: cannot read the file"),
+    (["--prompt", "t1", "--depth", "0"], "depth must be a positive int"),
+    (["--prompt", "t1", "--basepath", "/nonexistent/base"], "base model not found: /nonexistent/base"),
+    (["--prompt", "t1", "--basepath", "{root}/empty"], "empty: no config.json, so not a model folder"),
+    (["--prompt", "t1", "--basepath", "{root}/head"], "is an EAGLE-3 draft head, not a base model"),
+    (["--prompt", "t1", "--ea-model-path", "{root}/empty"], "empty: no config.json, so not a draft"),
+])
+def test_generate_command_errors_are_one_line(folders, capsys, args, message):
+    """`eagle generate` answers bad input with `error: ...` and status 2, never a traceback."""
+    from eagle.cli import main
+
+    base, head, root = folders
+    argv = ["generate", "--basepath", str(base), "--ea-model-path", str(head), "--dtype", "float32", *args]
+    assert main([a.replace("{root}", str(root)) for a in argv]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after the base's loading bar, where the base got that far
+    assert last.startswith("error: ") and message in last and "Traceback" not in err, err
+
+
+def test_generate_command_max_length_defaults_to_the_context(folders, capsys):
+    """Without --max-length the limit is the model's context (512 here), as in the server."""
+    from eagle.cli import main
+
+    base, head, _ = folders
+    argv = ["generate", "--basepath", str(base), "--ea-model-path", str(head), "--dtype", "float32",
+            "--max-new-tokens", "3", "--prompt", "t1 " * 100]
+    assert main(argv) == 0
+    assert "[3 tokens in" in capsys.readouterr().err
+    assert main([*argv[:-1], "t1 " * 200]) == 2
+    assert "tokens, at or past max_length=505" in capsys.readouterr().err

@@ -94,6 +94,25 @@ def test_refuses_missing_or_bad_d2t(tmp_path):
         load_draft(tmp_path / "d")
 
 
+def test_damaged_weights_are_named_and_files_are_readable_by_all(tmp_path):
+    import os
+    import stat
+
+    draft = _draft(tiny_base("llama"))
+    old = os.umask(0o022)
+    try:
+        draft.save_pretrained(tmp_path / "d")
+    finally:
+        os.umask(old)
+    # safetensors writes 0600 and mkdtemp 0700: a server run as another user could not read them
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "d" / "model.safetensors").stat().st_mode) == 0o644
+    weights = tmp_path / "d" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=f"{weights}: corrupt or truncated"):
+        load_draft(tmp_path / "d")
+
+
 def test_full_vocab_head_needs_no_d2t(tmp_path):
     base = tiny_base("llama")
     draft = _draft(base, vocab=256)

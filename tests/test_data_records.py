@@ -40,6 +40,11 @@ def test_load_good_files(tmp_path):
     ({"messages": [{"role": "user", "content": None}]}, "chat", r"bad\.jsonl:2: messages\[0\]\.content must be a string"),
     ({"messages": [{"role": "user", "content": "hi"}]}, "chat", r"bad\.jsonl:2: no assistant message"),
     ({"text": "hi"}, "chat", r"bad\.jsonl:2: missing key 'conversations' \(ShareGPT\) or 'messages'"),
+    # JSON "\ud800" parses, then crashes the tokenizer with no line: refused here instead
+    ({**FIM, "middle": "x\ud800"}, "fim", r"bad\.jsonl:2: 'middle' is not valid Unicode: lone surrogate"),
+    ({"messages": [{"role": "user", "content": "\udc00"}]}, "chat",
+     r"bad\.jsonl:2: messages\[0\]\.content is not valid Unicode"),
+    ({**FIM, "truncated": "yes"}, "fim", r"bad\.jsonl:2: 'truncated' must be true or false, got str"),
 ])
 def test_corrupt_records_name_file_and_line(tmp_path, bad, fmt, message):
     good = FIM if fmt == "fim" else CHAT
@@ -59,6 +64,23 @@ def test_empty_and_non_utf8_files(tmp_path):
     latin.write_bytes(json.dumps(FIM).encode() + b"\n" + '{"prefix": "caf\xe9", "middle": "", "suffix": ""}\n'.encode("latin-1"))
     with pytest.raises(DataError, match="latin.jsonl:2: not UTF-8"):
         list(load_jsonl(latin, "fim"))
+
+
+def test_a_bom_is_not_bad_json_and_a_folder_is_not_missing(tmp_path):
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps(FIM).encode() + b"\n")  # Windows editors write one
+    assert list(load_jsonl(bom)) == [FIM] and detect_format(bom) == "fim"
+    assert check_file(bom, echo=lambda line: None).ok
+    for read in (load_jsonl, detect_format, lambda p: check_file(p, echo=print)):
+        with pytest.raises(DataError, match=f"{tmp_path}: is a directory"):
+            list(read(tmp_path))
+
+
+def test_check_reports_bad_text_and_truncated(tmp_path):
+    path = write(tmp_path / "d.jsonl", FIM, {**FIM, "prefix": "\ud800"}, {**FIM, "truncated": "yes"},
+                 {**FIM, "truncated": True})
+    report = check_file(path, echo=lambda line: None)
+    assert [line for line, _ in report.errors] == [2, 3] and report.total == 4
 
 
 def test_check_format_refuses_the_wrong_data_format(tmp_path):
@@ -127,3 +149,28 @@ def test_split_is_the_tutorials_and_repeatable(tmp_path, capsys):
     assert len(list(load_jsonl(a.train_file, "fim"))) + len(list(load_jsonl(a.test_file, "fim"))) == 40
     c = split_dataset(src, 0.5, tmp_path / "c" / "tr.jsonl", tmp_path / "c" / "te.jsonl", seed=4)
     assert c.train_file.read_text() != a.train_file.read_text()
+
+
+@pytest.mark.parametrize("content, message", [
+    ([FIM, "{oops", FIM], r"in\.jsonl:2: bad JSON"),
+    ([FIM, FIM, {"prefix": "a"}], r"in\.jsonl:3: missing key 'middle'"),
+    ([FIM, {**FIM, "suffix": "\udfff"}], r"in\.jsonl:2: 'suffix' is not valid Unicode"),
+    ([], r"in\.jsonl: empty file"),
+])
+def test_split_checks_records_as_the_trainer_does(tmp_path, content, message):
+    """A bad line stops the split before anything is written, as it stops `eagle train`."""
+    src = write(tmp_path / "in.jsonl", *content)
+    with pytest.raises(DataError, match=message):
+        split_dataset(src, 0.5, tmp_path / "out" / "train.jsonl", tmp_path / "out" / "test.jsonl", seed=0)
+    assert not (tmp_path / "out").exists()
+
+
+def test_split_refuses_to_overwrite_its_input_and_bad_ratios(tmp_path):
+    src = write(tmp_path / "train.jsonl", *[FIM] * 12)
+    before = src.read_text()
+    with pytest.raises(ValueError, match="train.jsonl: the split would overwrite its own input"):
+        split_dataset(src, 0.9, tmp_path / "train.jsonl", tmp_path / "test.jsonl")
+    assert src.read_text() == before
+    for ratio in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=r"train_ratio must be in \(0, 1\)"):
+            split_dataset(src, ratio, tmp_path / "a.jsonl", tmp_path / "b.jsonl")

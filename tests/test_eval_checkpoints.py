@@ -78,6 +78,25 @@ def test_evaluate_checkpoints_command(run, tmp_path):
         assert 1.0 <= r["tau"] <= 7 and r["decoding_steps"] > 0
 
 
+def test_a_damaged_checkpoint_is_skipped_not_fatal(run, tmp_path, capsys):
+    """A truncated state_N/model.safetensors is named and skipped; the other epochs are still scored
+    and written."""
+    import shutil
+
+    tiny, save = run
+    copy = tmp_path / "ck"
+    shutil.copytree(save, copy)
+    weights = copy / "state_0" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    out = tmp_path / "results.json"
+    rc = eagle_main(["eval", "checkpoints", "--savedir", str(copy), "--basepath", str(tiny["base"]),
+                     "--testpath", str(tiny["test"]), "--dtype", "float32", "--device", "cpu",
+                     "--num-prompts", "1", "--max-new-tokens", "4", "-o", str(out)])
+    assert rc == 0
+    assert f"Epoch 0: skipped, {weights}: corrupt or truncated" in capsys.readouterr().err
+    assert [r["epoch"] for r in json.loads(out.read_text())] == [1]
+
+
 def test_a_mixed_test_file_is_read_as_mixed(run, tmp_path):
     """The quickstart trains on FIM and chat records in one file (--data-format mixed); evaluating
     its checkpoints on such a file must read each record by its own keys."""

@@ -142,7 +142,8 @@ def test_bad_input_is_refused_early(tiny, tmp_path, capsys):
     blocker = root / "file"
     blocker.write_text("x")
     assert "not writable" in _run_bad(capsys, tiny, blocker / "sub")
-    assert "not found" in _run_bad(capsys, tiny, root / "e", trainpath=root / "missing.jsonl")
+    assert "missing.jsonl: no such file" in _run_bad(capsys, tiny, root / "e", trainpath=root / "missing.jsonl")
+    assert f"{root}: is a directory" in _run_bad(capsys, tiny, root / "e", trainpath=root)
     bad_line = write_jsonl(root / "bad.jsonl", [{"prefix": "a", "middle": "b", "suffix": "c"}, {"prefix": "a"}])
     assert "bad.jsonl:2" in _run_bad(capsys, tiny, root / "f", trainpath=bad_line)
 
@@ -173,6 +174,30 @@ def test_resume_refuses_another_base_or_draft(tiny, tmp_path, capsys):
     capsys.readouterr()
     assert train_main(["--basepath", str(tiny["base"]), "--draft_vocab_size", "100", *common]) == 0
     assert "Nothing to do" in capsys.readouterr().out
+
+
+def test_a_damaged_resume_state_is_named(tiny, tmp_path, capsys):
+    """Each file of resume/ cut short or missing: a one-line error naming it, not a traceback after
+    the feature pass."""
+    save = tmp_path / "run"
+    common = ["--basepath", str(tiny["base"]), "--trainpath", str(tiny["train"]), "--testpath", str(tiny["test"]),
+              "--savedir", str(save), "--max_length", "64", "--dtype", "fp32", "--num_epochs", "1",
+              "--batch_size", "4", "--draft_vocab_size", "64"]
+    assert train_main([*common, "--max_steps", "2"]) == 0
+    good = tmp_path / "good"
+    shutil.copytree(save / "resume", good)
+    for name in ("model.safetensors", "optimizer.pt", "trainer_state.json", "train_config.json", "config.json"):
+        shutil.rmtree(save / "resume")
+        shutil.copytree(good, save / "resume")
+        f = save / "resume" / name
+        f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
+        capsys.readouterr()
+        assert train_main(common) == 2, name
+        err = capsys.readouterr().err
+        assert f"cannot resume from {save / 'resume'}" in err and "is damaged" in err and name in err, err
+        assert "--resume no" in err and "Traceback" not in err
+    (save / "resume" / "config.json").unlink()
+    assert train_main(common) == 2 and "no config.json" in capsys.readouterr().err
 
 
 def test_wandb_follows_wandb_login(tmp_path, monkeypatch, capsys):

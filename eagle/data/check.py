@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .records import FORMATS, chat_messages, record_format, validate_record
+from .records import FORMATS, chat_messages, open_data, parse_line, record_format, validate_record
 
 
 @dataclass
@@ -34,13 +33,13 @@ def check_file(path: str | Path, data_format: str = "auto", show_ok: int = 5, ec
         raise ValueError(f"unknown data format {data_format!r}: expected auto, fim, chat or mixed")
     report = CheckReport(path, data_format)
     good = 0
-    with open(path, "rb") as f:
+    with open_data(path) as f:
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
             report.total += 1
             try:
-                record = json.loads(raw.decode("utf-8"))
+                record = parse_line(raw)
                 fmt = data_format
                 if fmt in ("auto", "mixed"):
                     fmt = record_format(record) if isinstance(record, dict) else None
@@ -49,11 +48,7 @@ def check_file(path: str | Path, data_format: str = "auto", show_ok: int = 5, ec
                     seen = report.data_format
                     report.data_format = fmt if seen in ("auto", fmt) else "mixed"
                 validate_record(record, fmt)
-            except UnicodeDecodeError as e:
-                report.errors.append((lineno, f"not UTF-8 ({e.reason} at byte {e.start})"))
-            except json.JSONDecodeError as e:
-                report.errors.append((lineno, f"bad JSON: {e.msg} (column {e.colno})"))
-            except ValueError as e:
+            except ValueError as e:  # bad UTF-8 or JSON, or a bad record
                 report.errors.append((lineno, str(e)))
             else:
                 if fmt == "fim" and not record["middle"].strip():

@@ -19,7 +19,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("split", help="shuffle and split a JSONL file into train.jsonl / test.jsonl")
     p.add_argument("file")
-    p.add_argument("--train-ratio", type=float, default=0.95)
+    p.add_argument("--train-ratio", type=_fraction(0, 1, closed=False), default=0.95, help="in (0, 1)")
     p.add_argument("--out-dir", default=".", help="folder for train.jsonl and test.jsonl (default: here)")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed, so a split can be repeated (default 0)")
     p.set_defaults(func=_split)
@@ -104,6 +104,20 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _fraction(lo: float, hi: float, closed: bool):
+    """An argparse type: a number in [lo, hi] (closed) or (lo, hi), so a bad one stops at parsing."""
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (lo <= x <= hi if closed else lo < x < hi):  # also refuses nan
+            span = f"[{lo:g}, {hi:g}]" if closed else f"({lo:g}, {hi:g})"
+            raise argparse.ArgumentTypeError(f"must be in {span}, got {text}")
+        return x
+    return parse
+
+
 def _add_fim_options(p: argparse.ArgumentParser, split_default: str) -> None:
     from .fim_source import FimConfig
 
@@ -120,7 +134,8 @@ def _add_fim_options(p: argparse.ArgumentParser, split_default: str) -> None:
     g.add_argument("--max-file-bytes", type=int, default=d.max_file_bytes)
     g.add_argument("--split", default=split_default, choices=["all", "train", "eval"],
                    help="held-out rule: 'eval' keeps only held-out files, 'train' all others")
-    g.add_argument("--heldout-percent", type=float, default=d.heldout_percent)
+    g.add_argument("--heldout-percent", type=_fraction(0, 100, closed=True), default=d.heldout_percent,
+                   help="in [0, 100]")
 
 
 def _fim_config(args):
@@ -137,34 +152,56 @@ def _fail(msg: str) -> int:
     return 1
 
 
+def _bad_output(output: str) -> bool:
+    """Print why -o cannot be written (a folder, or in a folder that does not exist), before any work."""
+    path = Path(output)
+    why = ("is a directory; give the output .jsonl file" if path.is_dir() else
+           None if path.parent.is_dir() else f"folder {path.parent} does not exist")
+    if why:
+        _fail(f"-o {output}: {why}")
+    return bool(why)
+
+
 def _check(args) -> int:
     from .check import check_file
+    from .records import DataError
 
-    if not Path(args.file).is_file():
-        return _fail(f"{args.file}: no such file")
-    return 0 if check_file(args.file, args.format).ok else 1
+    try:
+        return 0 if check_file(args.file, args.format).ok else 1
+    except DataError as e:  # missing file, a folder
+        return _fail(str(e))
 
 
 def _split(args) -> int:
     from .split import split_dataset
 
     out = Path(args.out_dir)
-    split_dataset(args.file, args.train_ratio, out / "train.jsonl", out / "test.jsonl", seed=args.seed)
+    try:
+        split_dataset(args.file, args.train_ratio, out / "train.jsonl", out / "test.jsonl", seed=args.seed)
+    except (ValueError, OSError) as e:  # DataError: file:line of the first bad record
+        return _fail(str(e))
     return 0
 
 
 def _report_fim(report, output, seconds: float) -> int:
-    kinds = ", ".join(f"{k} {n}" for k, n in sorted(report.kinds.items()))
-    print(f"{report.records} FIM records ({kinds}) from {report.files_used} of {report.files_seen} files "
-          f"in {seconds:.1f} s -> {output}")
     if report.skipped:
         print(f"warning: {report.skipped_message()}", file=sys.stderr)
-    return 0 if report.records else 1
+    if report.records:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(report.kinds.items()))
+        print(f"{report.records} FIM records ({kinds}) from {report.files_used} of {report.files_seen} files "
+              f"in {seconds:.1f} s -> {output}")
+        return 0
+    why = ("no .py file found (or none on this --split side)" if not report.files_seen else
+           "every file was skipped" if len(report.skipped) == report.files_seen else
+           "the files hold no code to cut a middle from (empty, or nothing of the --mix kinds)")
+    return _fail(f"no FIM records: {why}; {output} was not changed")
 
 
 def _fim(args) -> int:
     from .fim_source import build_fim
 
+    if _bad_output(args.output):
+        return 1
     t = time.perf_counter()
     try:
         with warnings.catch_warnings():
@@ -179,6 +216,9 @@ def _fim(args) -> int:
 def _chat(args) -> int:
     from .corpus import clean_chat_file
     from .records import DataError
+
+    if _bad_output(args.output):
+        return 1
 
     try:
         r = clean_chat_file(args.file, args.output, args.to)
@@ -271,6 +311,9 @@ def _regen(args) -> int:
 def _corpus_stdlib(args) -> int:
     from .corpus import stdlib_fim
 
+    if _bad_output(args.output):
+        return 1
+
     t = time.perf_counter()
     try:
         with warnings.catch_warnings():
@@ -286,6 +329,9 @@ def _corpus_instructions(args) -> int:
     from .corpus import NEVER_DIRS, TEST_DIRS, stdlib_roots
     from .instructions import build_requests
 
+    if _bad_output(args.output):
+        return 1
+
     n = build_requests(stdlib_roots(), args.output, split=args.split, limit=args.limit, seed=args.seed,
                        exclude_dir=lambda part: part in NEVER_DIRS | TEST_DIRS)
     print(f"{n} coding requests written -> {args.output}")
@@ -294,6 +340,9 @@ def _corpus_instructions(args) -> int:
 
 def _corpus_sharegpt(args) -> int:
     from .corpus import sharegpt_chat
+
+    if _bad_output(args.output):
+        return 1
 
     try:
         r = sharegpt_chat(args.output, args.limit, args.source)

@@ -57,6 +57,8 @@ class FimConfig:
             raise ValueError(f"split must be all, train or eval, got {self.split!r}")
         if self.max_middle_lines < 1 or self.lines_per_record < 1:
             raise ValueError("max_middle_lines and lines_per_record must be >= 1")
+        if not 0 <= self.heldout_percent <= 100:
+            raise ValueError(f"heldout_percent must be in [0, 100], got {self.heldout_percent}")
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -285,7 +287,8 @@ def iter_python_files(paths: Iterable[str | Path],
                 if path.is_file():
                     yield path, rel.as_posix()
         else:
-            raise FileNotFoundError(f"{root}: no such file or folder")
+            why = "broken or looping symlink" if root.is_symlink() else "no such file or folder"
+            raise FileNotFoundError(f"{root}: {why}")
 
 
 def fim_records(files: Iterable[tuple[Path, str]], config: FimConfig, report: FimReport,
@@ -321,15 +324,26 @@ def build_fim(paths: Iterable[str | Path], output: str | Path, config: FimConfig
     """Write FIM records for the `.py` files and folders in `paths` to JSONL `output`.
 
     `config.split` keeps the train or eval side of the held-out rule. Skipped files are listed
-    in the returned report and in one UserWarning.
+    in the returned report and in one UserWarning. A build that makes no record never changes an
+    existing `output`.
     """
     config = config or FimConfig()
     report = FimReport()
     paths = [paths] if isinstance(paths, (str, Path)) else paths
     files = select_files(iter_python_files(paths, exclude_dir), config, limit_files)
-    with open(output, "a" if append else "w", encoding="utf-8") as out:
-        for rec in fim_records(files, config, report, progress):
-            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    output = Path(output)
+    # Without append, write beside the output and rename at the end, so a failed run never
+    # truncates an earlier one; an append that makes nothing writes nothing.
+    part = output if append else output.with_name(f".{output.name}.part")
+    try:
+        with open(part, "a" if append else "w", encoding="utf-8") as out:
+            for rec in fim_records(files, config, report, progress):
+                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        if report.records and part != output:
+            part.replace(output)
+    finally:
+        if part != output:
+            part.unlink(missing_ok=True)
     if report.skipped:
         warnings.warn(report.skipped_message(), stacklevel=2)
     return report

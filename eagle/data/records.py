@@ -46,6 +46,8 @@ def validate_record(record: object, data_format: str) -> None:
     """Raise ValueError (without location) when `record` is not a valid `data_format` record."""
     if not isinstance(record, dict):
         raise ValueError(f"a record must be a JSON object, got {type(record).__name__}")
+    if not isinstance(record.get("truncated", False), bool):  # "yes" would read as true in training
+        raise ValueError(f"'truncated' must be true or false, got {type(record['truncated']).__name__}")
     if data_format == "mixed":  # one file of fim and chat records: each record says what it is
         data_format = record_format(record)
         if data_format is None:
@@ -59,12 +61,22 @@ def validate_record(record: object, data_format: str) -> None:
                 raise ValueError(f"missing key {key!r}: a fim record needs prefix, middle, suffix{hint}")
             if not isinstance(record[key], str):
                 raise ValueError(f"{key!r} must be a string, got {type(record[key]).__name__}")
+            _check_text(record[key], repr(key))
     elif data_format == "chat":
         messages = chat_messages(record)
         if not any(m["role"] == "assistant" for m in messages):
             raise ValueError("no assistant message: nothing for the model to learn")
     else:
         raise ValueError(f"unknown data format {data_format!r}: expected one of {FORMATS}")
+
+
+def _check_text(text: str, where: str) -> None:
+    """Refuse a lone UTF-16 surrogate (JSON "\\ud800"): json accepts it, tokenizers crash on it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{where} is not valid Unicode: lone surrogate {text[e.start]!a} at character "
+                         f"{e.start}") from None
 
 
 def chat_messages(record: dict) -> list[dict]:
@@ -98,6 +110,7 @@ def chat_messages(record: dict) -> list[dict]:
             raise ValueError(f"{key}[{i}].{role_key} must be a string, got {type(speaker).__name__}")
         if not isinstance(text, str):
             raise ValueError(f"{key}[{i}].{text_key} must be a string, got {type(text).__name__}")
+        _check_text(text, f"{key}[{i}].{text_key}")
         if key == "conversations":
             role = SHAREGPT_ROLES.get(speaker.lower())
             if role is None:
@@ -110,21 +123,39 @@ def chat_messages(record: dict) -> list[dict]:
     return messages
 
 
+def open_data(path: Path):
+    """`path` opened for reading bytes; DataError naming it when it is missing, a folder, unreadable."""
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise DataError(f"{path}: {(e.strerror or str(e)).lower()}") from None
+
+
+def parse_line(raw: bytes) -> object:
+    """One JSONL line as JSON; ValueError with the reason (no location) when it is not.
+
+    utf-8-sig: files saved by some Windows editors start with a BOM, which is not JSON.
+    """
+    try:
+        return json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"bad JSON: {e.msg} (column {e.colno})") from None
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, object]]:
     """Yield ``(line_number, parsed_json)`` for each non-blank line; DataError on bad JSON."""
     path = Path(path)
-    with open(path, "rb") as f:
+    with open_data(path) as f:
         for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start})") from None
-            if not line.strip():
+            if not raw.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: bad JSON: {e.msg} (column {e.colno})") from None
+                record = parse_line(raw)
+            except ValueError as e:
+                raise DataError(f"{path}:{lineno}: {e}") from None
+            yield lineno, record
 
 
 def iter_records(path: str | Path, data_format: str = "auto") -> Iterator[tuple[int, dict]]:
@@ -167,13 +198,13 @@ def detect_format(path: str | Path) -> str:
     found: set[str] = set()
     first = None  # (line, what it holds) of the first record without a format
     unparsed = None  # the first line that is not JSON
-    with open(path, "rb") as f:
+    with open_data(path) as f:
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
+                record = parse_line(raw)
+            except ValueError:
                 unparsed = unparsed or lineno
                 continue
             fmt = record_format(record) if isinstance(record, dict) else None

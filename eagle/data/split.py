@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+
+from .records import iter_records
 
 
 @dataclass
@@ -18,19 +21,21 @@ class SplitResult:
 def split_dataset(input_file: str | Path, train_ratio: float = 0.95,
                   train_file: str | Path = "train.jsonl", test_file: str | Path = "test.jsonl",
                   seed: int | None = None) -> SplitResult:
-    """Shuffle the lines of `input_file` and write the first `train_ratio` to `train_file`.
+    """Shuffle the records of `input_file` and write the first `train_ratio` to `train_file`.
 
     As in the tutorial: files default to train.jsonl/test.jsonl in the current folder, and it
-    prints ``Train: N, Test: M``. Unlike it: blank lines are dropped, a last line without a
-    newline is not glued to the next one, and `seed` makes the split repeatable (None: random).
+    prints ``Train: N, Test: M``. Unlike it: the file is checked as the trainer loads it (a bad
+    line raises DataError naming file and line, before anything is written), blank lines are
+    dropped, each record is written as one line, and `seed` makes the split repeatable (None: random).
     """
-    if not 0.0 <= train_ratio <= 1.0:
-        raise ValueError(f"train_ratio must be between 0 and 1, got {train_ratio}")
-    with open(input_file, encoding="utf-8") as f:
-        lines = [line if line.endswith("\n") else line + "\n" for line in f if line.strip()]
+    if not 0.0 < train_ratio < 1.0:
+        raise ValueError(f"train_ratio must be in (0, 1), got {train_ratio}")
+    train_file, test_file = Path(train_file), Path(test_file)
+    if Path(input_file).resolve() in (train_file.resolve(), test_file.resolve()):
+        raise ValueError(f"{input_file}: the split would overwrite its own input; write it to another folder")
+    lines = [json.dumps(record, ensure_ascii=False) + "\n" for _, record in iter_records(input_file)]
     random.Random(seed).shuffle(lines) if seed is not None else random.shuffle(lines)
     split = int(len(lines) * train_ratio)
-    train_file, test_file = Path(train_file), Path(test_file)
     for path, part in ((train_file, lines[:split]), (test_file, lines[split:])):
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:

@@ -169,8 +169,14 @@ def main(args) -> int:
         return _fail("--num-prompts must be >= 1")
     if "eagle" in args.methods and not args.ea_model_path:
         _say("warning: no --ea-model-path: eagle runs with an untrained draft head (its figures mean nothing)")
+    from eagle.eval.methods import known_assistant
+    if set(args.methods) == {"assisted"} and not (args.assistant or known_assistant(args.basepath)):
+        return _fail("--methods assisted: no --assistant given and no known assistant for this base")
     t_start = time.perf_counter()
-    setup, assistant_path = load_setup(args)
+    try:
+        setup, assistant_path = load_setup(args)
+    except (OSError, ValueError) as e:
+        return _fail(str(e))
     methods = [m for m in METHOD_ORDER if m in args.methods]
     if "assisted" in methods and setup.assistant is None:
         _say("note: skipping `assisted`: no --assistant given and no known assistant for this base")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -143,10 +144,15 @@ def evaluate_all_checkpoints(checkpoint_dir: str | Path, test_data, base_model=N
     scored = records if num_samples is None else records[:num_samples]
     samples = [encode(rec, tok, fmt if fmt != "auto" else record_format(rec), max_length) for rec in scored]
 
-    results, cases = [], None
+    results, cases, broken = [], None, []
     for epoch, folder in ckpts:
         start = time.perf_counter()
-        model = EaModel(base, load_draft(folder), tok, tree=tree)
+        try:
+            model = EaModel(base, load_draft(folder), tok, tree=tree)
+        except (ValueError, OSError) as e:  # one damaged folder must not cost the others' results
+            print(f"Epoch {epoch}: skipped, {e}", file=sys.stderr, flush=True)
+            broken.append(folder)
+            continue
         model.eval()
         if cases is None:
             room = prompt_room(model, max_new_tokens)
@@ -169,6 +175,8 @@ def evaluate_all_checkpoints(checkpoint_dir: str | Path, test_data, base_model=N
         print(f"Epoch {epoch}: Acc={acc[0]:.2f}, tau={tau}", flush=True)
         del model
 
+    if not results:
+        raise ValueError(f"no checkpoint under {checkpoint_dir} could be loaded: " + ", ".join(map(str, broken)))
     if output is not None:
         output = Path(output)
         output.parent.mkdir(parents=True, exist_ok=True)

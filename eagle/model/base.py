@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -16,16 +17,37 @@ def resolve_path(name_or_path: str) -> str:
     return str(zoo.resolve(str(name_or_path)))
 
 
-def _split_gguf(path: str) -> tuple[str, dict]:
-    p = Path(path)
-    if p.suffix == ".gguf" and p.is_file():
+def _locate(name_or_path: str, model: bool = True) -> tuple[str, dict]:
+    """The path (and GGUF file) to hand to transformers, after refusing what cannot be a base,
+    whose transformers error would mislead (a repo-id rule for a missing folder, a tokenizer
+    backend for a draft head). `model=False`: a tokenizer folder, which needs no config.json."""
+    path = resolve_path(name_or_path)
+    p = Path(path).expanduser()
+    if p.is_dir():
+        cfg = p / "config.json"
+        if model and not cfg.is_file():
+            raise FileNotFoundError(f"{path}: no config.json, so not a model folder")
+        if cfg.is_file() and "Eagle3" in str(_read_json(cfg).get("architectures")):
+            raise ValueError(f"{path} is an EAGLE-3 draft head, not a base model: give it as the draft "
+                             "(--ea-model-path) and the model it was trained on as the base")
+    elif p.suffix == ".gguf" and p.is_file():
         return str(p.parent), {"gguf_file": p.name}
-    return path, {}
+    elif not p.exists() and (path.startswith(("/", ".", "~")) or path.endswith(".gguf") or path.count("/") > 1):
+        raise FileNotFoundError(f"base model not found: {path} (no such file or folder)")
+    return (str(p) if p.exists() else path), {}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: invalid JSON ({e})") from None
+    return d if isinstance(d, dict) else {}
 
 
 def load_base(path: str, **kwargs):
     """The base model, eval mode, frozen. kwargs reach `from_pretrained` (dtype, device_map, ...)."""
-    path, extra = _split_gguf(resolve_path(path))
+    path, extra = _locate(path)
     kwargs.setdefault("attn_implementation", "sdpa")  # tree verification needs a mask-taking kernel
     model = AutoModelForCausalLM.from_pretrained(path, **extra, **kwargs)
     model.eval().requires_grad_(False)
@@ -33,7 +55,7 @@ def load_base(path: str, **kwargs):
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
-    path, extra = _split_gguf(resolve_path(path))
+    path, extra = _locate(path, model=False)
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
 
 

@@ -35,9 +35,19 @@ def save_draft(draft: Eagle3Draft, directory: str | Path) -> None:
         dataclasses.replace(draft.config, torch_dtype=dtype).save(tmp)
         state = {k: v.detach().contiguous().cpu() for k, v in draft.state_dict().items() if "rotary_emb" not in k}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        share_permissions(tmp)
         replace_dir(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def share_permissions(root: Path) -> None:
+    """Give `root` and all below it the modes a plain write would (umask applied): mkdtemp makes
+    folders owner-only and safetensors writes 0600, which a server run as another user cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [root, *root.rglob("*")]:
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
 
 def replace_dir(src: Path, dst: Path) -> None:
@@ -54,12 +64,13 @@ def replace_dir(src: Path, dst: Path) -> None:
 
 def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
     st, legacy = directory / WEIGHTS, directory / "pytorch_model.bin"
-    if st.is_file():
-        state = load_file(str(st))
-    elif legacy.is_file():
-        state = torch.load(legacy, map_location="cpu", weights_only=True)
-    else:
+    path = st if st.is_file() else legacy
+    if not path.is_file():
         raise FileNotFoundError(f"{directory}: no {WEIGHTS} (or pytorch_model.bin) in the draft folder")
+    try:
+        state = load_file(str(path)) if path == st else torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - safetensors and torch raise their own types for a bad file
+        raise ValueError(f"{path}: corrupt or truncated weights file ({e})") from None
     out = {}
     for k, v in state.items():
         for p in _FOREIGN_PREFIXES:

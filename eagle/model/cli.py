@@ -19,6 +19,8 @@ def register(parser) -> None:
     parser.add_argument("--top-p", type=float, default=0.0)
     parser.add_argument("--top-k", type=int, default=0)
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="prompt + completion tokens at most (default: the model's context)")
     parser.add_argument("--total-token", type=int)
     parser.add_argument("--depth", type=int)
     parser.add_argument("--tree-top-k", type=int)
@@ -27,9 +29,29 @@ def register(parser) -> None:
 
 
 def run(args) -> int:
-    from eagle.model.ea_model import EaModel
+    try:
+        return _generate(args)
+    except (ValueError, OSError) as e:  # the user's input: one line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
-    prompt = open(args.prompt[1:]).read() if args.prompt.startswith("@") else args.prompt
+
+def _generate(args) -> int:
+    from eagle.model.ea_model import EaModel
+    from eagle.model.sampling import SamplingParams
+
+    if args.prompt.startswith("@"):
+        try:
+            prompt = open(args.prompt[1:], encoding="utf-8").read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"--prompt {args.prompt}: cannot read the file ({e})") from None
+    else:
+        prompt = args.prompt
+    if not prompt:
+        raise ValueError("--prompt is empty")
+    if args.max_new_tokens < 0:
+        raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    SamplingParams(args.temperature, args.top_p, args.top_k)  # bad values fail before the model loads
     model = EaModel.from_pretrained(base_model_path=args.basepath, ea_model_path=args.ea_model_path,
                                     total_token=args.total_token, depth=args.depth, top_k=args.tree_top_k,
                                     dtype=getattr(torch, args.dtype))
@@ -41,7 +63,7 @@ def run(args) -> int:
     gen = model.naive_generate if args.naive else model.ea_generate
     start, shown, steps, out = time.perf_counter(), "", 0, ids
     for out in gen(ids, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                   max_new_tokens=args.max_new_tokens):
+                   max_new_tokens=args.max_new_tokens, max_length=args.max_length or sys.maxsize):
         text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
         sys.stdout.write(text[len(shown):])
         sys.stdout.flush()

@@ -103,7 +103,7 @@ class Engine:
         if isinstance(prompt, str):
             if not prompt:
                 raise RequestError("prompt is empty", "prompt")
-            return tuple(self.tok(prompt).input_ids)
+            return tuple(self.tok(_unicode(prompt, "prompt")).input_ids)
         if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
             vocab = self.model.base_model.get_input_embeddings().weight.shape[0]
             bad = [t for t in prompt if not 0 <= t < vocab]
@@ -181,17 +181,33 @@ def _content_text(content, i: int) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
-        return content
+        return _unicode(content, "messages")
     if isinstance(content, list):
         texts = []
         for part in content:
             if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                texts.append(part["text"])
+                texts.append(_unicode(part["text"], "messages"))
             else:
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
                 raise RequestError(f"messages[{i}].content: only text parts are supported, got {kind!r}", "messages")
         return "".join(texts)
     raise RequestError(f"messages[{i}].content must be a string or a list of text parts", "messages")
+
+
+def _unicode(text: str, param: str) -> str:
+    """JSON can carry a lone UTF-16 surrogate ("\\ud800"), which no tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RequestError(f"{param} is not valid Unicode text ({e.reason} at character {e.start})", param) from None
+    return text
+
+
+def _flag(body: dict, key: str) -> bool:
+    value = body.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise RequestError(f"{key} must be true or false, got {value!r}", key)
+    return bool(value)
 
 
 def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
@@ -312,7 +328,7 @@ def build_app(engine: Engine):
         head = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
                 "created": int(time.time()), "model": engine.name}
 
-        if not body.get("stream"):
+        if not _flag(body, "stream"):
             ev = first
             while not isinstance(ev, Done):
                 ev = await queue.get()
@@ -379,7 +395,7 @@ def build_app(engine: Engine):
             raise RequestError("prompt is required", "prompt")
         ids = engine.prompt_ids(body["prompt"])
         echo = ""
-        if body.get("echo"):
+        if _flag(body, "echo"):
             echo = body["prompt"] if isinstance(body["prompt"], str) else engine.tok.decode(list(ids))
         return await respond(body, ids, chat=False, echo_text=echo)
 

@@ -38,9 +38,7 @@ def encode(record: dict, tokenizer, data_format: str, max_length: int) -> Sample
 
 
 def resolve_format(path: str | Path, data_format: str) -> str:
-    """Refuse a file whose records are not `data_format` ('auto' takes the file's)."""
-    if not Path(path).is_file():
-        raise TrainError(f"data file not found: {path}")
+    """Refuse a file whose records are not `data_format` ('auto' takes the file's), or no file."""
     try:
         return check_format(path, data_format)
     except ValueError as e:

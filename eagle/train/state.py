@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 import shutil
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from eagle.model.checkpoint import replace_dir, save_draft
+from eagle.model.checkpoint import replace_dir, save_draft, share_permissions
 from eagle.model.draft import Eagle3Draft
 from eagle.train.config import TrainConfig
 
@@ -74,10 +73,8 @@ def _tmpdir(savedir: Path, name: str) -> Path:
 
 
 def _publish(folder: Path, dst: Path) -> None:
-    """Give the folder normal permissions (mkdtemp makes it owner-only), then swap it in."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
+    """Give the folder normal permissions, then swap it in."""
+    share_permissions(folder)
     replace_dir(folder, dst)
 
 

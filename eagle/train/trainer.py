@@ -27,8 +27,8 @@ from eagle.train.features import BaseRunner, FeatureCache, OnlineSource, StoredS
 from eagle.train.loop import Stepper, Sums, lr_lambda, micro_batches
 from eagle.train.report import Reporter, progress_bar
 from eagle.train.runtime import Runtime, deepspeed_config_for, setup, teardown
-from eagle.train.state import (TrainerState, check_writable, clean_stale, find_resume, load_training,
-                               save_epoch, save_resume, set_rng_state)
+from eagle.train.state import (OPTIMIZER, TRAINER_STATE, TrainerState, check_writable, clean_stale, find_resume,
+                               load_training, save_epoch, save_resume, set_rng_state)
 from eagle.train.ttt import TargetHead, TTTObjective, base_lm_head_rows
 
 # Settings that change what a resumed run would compute; the rest (lr, epochs, logging) may change.
@@ -77,8 +77,7 @@ def _check_resume(cfg: TrainConfig, rt: Runtime, savedir: Path, rep: Reporter) -
         if any(savedir.glob("state_*")):
             rep.line(f"{savedir} holds state_* folders but no resume/ state: starting afresh (they will be overwritten)")
         return None
-    saved = TrainConfig.load(resume / "train_config.json")
-    state = TrainerState.load(resume)
+    saved, state = _read_resume(resume)
     diffs = [f"{k}: {getattr(saved, k)!r} then, {getattr(cfg, k)!r} now" for k in _RESUME_FIXED
              if getattr(saved, k) != getattr(cfg, k)]
     if state.global_batch != rt.global_batch:
@@ -93,6 +92,23 @@ def _check_resume(cfg: TrainConfig, rt: Runtime, savedir: Path, rep: Reporter) -
     rep.line(f"Resuming from {resume} (epoch {state.epoch}, step {state.step_in_epoch}, "
              f"global step {state.global_step})" + (f"; changed: {', '.join(changed)}" if changed else ""))
     return resume
+
+
+def _read_resume(resume: Path) -> tuple[TrainConfig, TrainerState]:
+    """Read every file of a resume folder now, so that a damaged one is named before the long
+    feature pass rather than after it."""
+    parts = {"train_config.json": lambda: TrainConfig.load(resume / "train_config.json"),
+             TRAINER_STATE: lambda: TrainerState.load(resume),
+             "config.json / model.safetensors": lambda: load_draft(resume),
+             OPTIMIZER: lambda: load_training(resume)}
+    loaded = {}
+    for name, read in parts.items():
+        try:
+            loaded[name] = read()
+        except Exception as e:  # noqa: BLE001 - any failure to read means the state is damaged
+            raise TrainError(f"cannot resume from {resume}: {name} is damaged ({type(e).__name__}: {e}). "
+                             "Use --resume no to start afresh.") from None
+    return loaded["train_config.json"], loaded[TRAINER_STATE]
 
 
 def _check_resume_model(resume: Path, dcfg: DraftConfig, fingerprint: str) -> None:
@@ -158,7 +174,10 @@ def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str
                      "(raise --num_epochs to train on, or --resume no to start afresh)")
             return TrainResult(savedir, done, True)
 
-    tokenizer = load_tokenizer(cfg.basepath, trust_remote_code=cfg.trust_remote_code)
+    try:
+        tokenizer = load_tokenizer(cfg.basepath, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise TrainError(f"--basepath {cfg.basepath}: cannot load the tokenizer: {e}") from None
     train_s = load_samples(cfg.trainpath, tokenizer, fmt, cfg.max_length)
     check_samples(train_s, cfg.trainpath, cfg.max_length, "train")
     test_s = load_samples(cfg.testpath, tokenizer, fmt, cfg.max_length)
