@@ -174,3 +174,9 @@ def test_split_refuses_to_overwrite_its_input_and_bad_ratios(tmp_path):
     for ratio in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match=r"train_ratio must be in \(0, 1\)"):
             split_dataset(src, ratio, tmp_path / "a.jsonl", tmp_path / "b.jsonl")
+
+
+def test_split_warns_when_one_side_is_empty(tmp_path, capsys):
+    src = write(tmp_path / "all.jsonl", FIM)
+    assert split_dataset(src, 0.95, tmp_path / "a.jsonl", tmp_path / "b.jsonl").train == 0
+    assert "1 records at train_ratio 0.95 leave one side empty" in capsys.readouterr().err

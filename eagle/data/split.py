@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,4 +42,7 @@ def split_dataset(input_file: str | Path, train_ratio: float = 0.95,
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(part)
     print(f"Train: {split}, Test: {len(lines) - split}")
+    if not split or split == len(lines):
+        print(f"warning: {len(lines)} records at train_ratio {train_ratio} leave one side empty; "
+              "training needs both", file=sys.stderr)
     return SplitResult(split, len(lines) - split, train_file, test_file)
