@@ -109,7 +109,7 @@ def test_damaged_weights_are_named_and_files_are_readable_by_all(tmp_path):
     assert stat.S_IMODE((tmp_path / "d" / "model.safetensors").stat().st_mode) == 0o644
     weights = tmp_path / "d" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    with pytest.raises(ValueError, match=f"{weights}: corrupt or truncated"):
+    with pytest.raises(ValueError, match=f"{weights}: the weights cannot be read"):
         load_draft(tmp_path / "d")
 
 
@@ -126,7 +126,6 @@ def test_full_vocab_head_needs_no_d2t(tmp_path):
     (dict(hidden_size=32, intermediate_size=64), "hidden size"),
     (dict(vocab_size=300), "vocabulary"),
     (dict(num_hidden_layers=4), "layers"),
-    (dict(num_hidden_layers=3), r"aux layers \[2, 3, 3\] outside the base's layer inputs 1..2"),
 ])
 def test_refuses_head_for_another_base(tmp_path, change, message):
     import transformers as tf
@@ -146,11 +145,11 @@ def test_refuses_what_no_engine_can_run():
     """Layer 0's input is the bare embedding, which vLLM cannot capture; a draft narrower than the
     base cannot share its embedding."""
     base = tiny_base("llama")
-    with pytest.raises(ValueError, match=r"aux layers \[0, 3, 5\] outside the base's layer inputs 1..5"):
+    with pytest.raises(ValueError, match=r"--aux_layers: aux layers \[0, 3, 5\] must lie in 1..5, the inputs"):
         check_compatible(DraftConfig.from_base(base.config, aux_layer_ids=(0, 3, 5)), base.config, "--aux_layers")
     d = DraftConfig.from_base(base.config).to_dict()
-    with pytest.raises(ValueError, match="hidden_size=64 differs from target_hidden_size=128"):
-        DraftConfig.from_dict({**d, "target_hidden_size": 128})
+    with pytest.raises(ValueError, match="x/config.json: draft hidden_size=64 differs from target_hidden_size=128"):
+        DraftConfig.from_dict({**d, "target_hidden_size": 128}, source="x/config.json")
 
 
 def test_from_pretrained_folder_round_trip(tmp_path):

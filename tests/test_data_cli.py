@@ -120,6 +120,20 @@ def test_fim_failure_leaves_the_output_and_says_why(tmp_path, capsys):
     assert e.value.code == 2 and "argument --heldout-percent: must be in [0, 100]" in capsys.readouterr().err
 
 
+def test_chat_never_truncates_an_output_or_its_input(tmp_path, capsys):
+    chat = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]})
+    out, data = tmp_path / "out.jsonl", tmp_path / "in.jsonl"
+    out.write_text(chat + "\n")
+    data.write_text(chat + "\n")
+    assert main(["data", "chat", str(tmp_path / "missing.jsonl"), "-o", str(out)]) == 1
+    assert "missing.jsonl: no such file" in capsys.readouterr().err and out.read_text() == chat + "\n"
+    assert main(["data", "chat", str(data), "-o", str(data)]) == 1
+    assert "would overwrite its own input" in capsys.readouterr().err and data.read_text() == chat + "\n"
+    assert main(["data", "chat", str(data), "-o", str(out), "--to", "openai"]) == 0
+    assert json.loads(out.read_text())["messages"][1]["content"] == "ok"
+    assert sorted(os.listdir(tmp_path)) == ["in.jsonl", "out.jsonl"]  # no temp file left
+
+
 def test_check_and_show_name_the_line_of_bad_text(tmp_path, capsys):
     chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]}
     bad = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\ud800"}]}

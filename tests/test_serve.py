@@ -266,7 +266,7 @@ def test_requests_are_served_one_at_a_time(server):
     ("/v1/completions", {"prompt": "a" * 600, "stream": True}, 400, "prompt has 600 tokens"),
     ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "hi"}]}, 400, "role is 'robot'"),
     ("/v1/chat/completions", {"messages": []}, 400, "non-empty list"),
-    ("/v1/completions", {"prompt": "a\ud800b"}, 400, "prompt is not valid Unicode text"),
+    ("/v1/completions", {"prompt": "a\ud800b"}, 400, "prompt is not valid Unicode: lone surrogate"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "\ud800"}]}, 400, "not valid Unicode"),
     ("/v1/completions", {"prompt": "x", "echo": "no"}, 400, "echo must be true or false"),
     ("/v1/completions", {"prompt": "x", "stream": "yes"}, 400, "stream must be true or false"),

@@ -229,11 +229,9 @@ def _chat(args) -> int:
 
 
 def _tokenizer(name: str):
-    from transformers import AutoTokenizer
+    from eagle.model.base import load_tokenizer
 
-    from .regen import _resolve
-
-    return AutoTokenizer.from_pretrained(_resolve(name))
+    return load_tokenizer(name)
 
 
 def _samples(args):
@@ -263,7 +261,7 @@ def _show(args) -> int:
             cut = ", truncated" if s.truncated else ""
             print(f"--- line {line} ({fmt}): {len(s.input_ids)} tokens, {s.num_targets} targets{cut}")
             print(text)
-    except (DataError, ValueError) as e:
+    except (DataError, ValueError, OSError) as e:  # OSError: a missing --tokenizer / --basepath
         return _fail(str(e))
     return 0
 
@@ -281,7 +279,7 @@ def _stats(args) -> int:
             tokens += len(s.input_ids)
             targets += s.num_targets
             truncated += s.truncated
-    except (DataError, ValueError) as e:
+    except (DataError, ValueError, OSError) as e:  # OSError: a missing --tokenizer / --basepath
         return _fail(str(e))
     print(f"records: {n}, tokens: {tokens}, target tokens: {targets}, truncated to {args.max_length}: "
           f"{truncated} ({time.perf_counter() - t:.1f} s)")
@@ -300,7 +298,7 @@ def _regen(args) -> int:
                           max_prompt_tokens=args.max_prompt_tokens, fim_mode=args.fim_mode, dtype=args.dtype,
                           limit=args.limit, max_turns=args.max_turns)
         r = regenerate(cfg)
-    except (DataError, ValueError) as e:
+    except (DataError, ValueError, OSError) as e:  # OSError: a missing --tokenizer / --basepath
         return _fail(str(e))
     print(f"{r.regenerated} {r.data_format} records regenerated ({r.turns} generations, {r.truncated} cut by "
           f"--max-new-tokens, {r.dropped} dropped), {r.done_before} already done, "

@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .fim_source import FimConfig, FimReport, build_fim
-from .records import SHAREGPT_ROLES
+from .records import SHAREGPT_ROLES, atomic_output
 
 TEST_DIRS = frozenset({"test", "tests", "idle_test", "testdata"})
 NEVER_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
@@ -163,7 +163,7 @@ def sharegpt_chat(output: str | Path, limit: int | None = None, source: str | Pa
     """Clean ShareGPT conversations into chat JSONL `output` (at most `limit` records)."""
     stream = JsonArrayStream(Path(source) if source else sharegpt_path())
     report = CorpusReport()
-    with open(output, "w", encoding="utf-8") as out, \
+    with atomic_output(output) as out, \
             tqdm(total=limit, desc="sharegpt", unit="conv", disable=not progress) as bar:
         for record in stream:
             report.read += 1
@@ -203,7 +203,7 @@ def clean_chat_file(input: str | Path, output: str | Path, to: str = "sharegpt")
     from .records import iter_jsonl
 
     report = CorpusReport()
-    with open(output, "w", encoding="utf-8") as out:
+    with atomic_output(output, inputs=(input,)) as out:
         for lineno, record in iter_jsonl(input):
             report.read += 1
             try:

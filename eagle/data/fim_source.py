@@ -29,6 +29,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .records import atomic_output
+
 KINDS = ("body", "block", "line", "span")
 
 
@@ -331,19 +333,10 @@ def build_fim(paths: Iterable[str | Path], output: str | Path, config: FimConfig
     report = FimReport()
     paths = [paths] if isinstance(paths, (str, Path)) else paths
     files = select_files(iter_python_files(paths, exclude_dir), config, limit_files)
-    output = Path(output)
-    # Without append, write beside the output and rename at the end, so a failed run never
-    # truncates an earlier one; an append that makes nothing writes nothing.
-    part = output if append else output.with_name(f".{output.name}.part")
-    try:
-        with open(part, "a" if append else "w", encoding="utf-8") as out:
-            for rec in fim_records(files, config, report, progress):
-                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        if report.records and part != output:
-            part.replace(output)
-    finally:
-        if part != output:
-            part.unlink(missing_ok=True)
+    # An append adds to the file in place (the tutorial calls it once per source file).
+    with (open(output, "a", encoding="utf-8") if append else atomic_output(output)) as out:
+        for rec in fim_records(files, config, report, progress):
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
     if report.skipped:
         warnings.warn(report.skipped_message(), stacklevel=2)
     return report

@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .fim_source import is_heldout
+from .records import atomic_output
 
 TEMPLATES = (
     "Write a Python function `{sig}` that {doc}",
@@ -82,7 +83,7 @@ def build_requests(roots: list[Path], output: str | Path, split: str = "train", 
             records.append({**rec, "file": rel})
     rng.shuffle(records)
     records = records[:limit] if limit else records
-    with open(output, "w", encoding="utf-8") as f:
+    with atomic_output(output) as f:
         for rec in records:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     return len(records)

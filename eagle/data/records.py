@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 FORMATS = ("fim", "chat", "mixed")  # mixed: each record is fim or chat by its own keys
@@ -46,7 +47,7 @@ def validate_record(record: object, data_format: str) -> None:
     """Raise ValueError (without location) when `record` is not a valid `data_format` record."""
     if not isinstance(record, dict):
         raise ValueError(f"a record must be a JSON object, got {type(record).__name__}")
-    if not isinstance(record.get("truncated", False), bool):  # "yes" would read as true in training
+    if record.get("truncated") not in (None, True, False):  # "yes" would read as true in training
         raise ValueError(f"'truncated' must be true or false, got {type(record['truncated']).__name__}")
     if data_format == "mixed":  # one file of fim and chat records: each record says what it is
         data_format = record_format(record)
@@ -61,7 +62,7 @@ def validate_record(record: object, data_format: str) -> None:
                 raise ValueError(f"missing key {key!r}: a fim record needs prefix, middle, suffix{hint}")
             if not isinstance(record[key], str):
                 raise ValueError(f"{key!r} must be a string, got {type(record[key]).__name__}")
-            _check_text(record[key], repr(key))
+            check_text(record[key], repr(key))
     elif data_format == "chat":
         messages = chat_messages(record)
         if not any(m["role"] == "assistant" for m in messages):
@@ -70,7 +71,7 @@ def validate_record(record: object, data_format: str) -> None:
         raise ValueError(f"unknown data format {data_format!r}: expected one of {FORMATS}")
 
 
-def _check_text(text: str, where: str) -> None:
+def check_text(text: str, where: str) -> None:
     """Refuse a lone UTF-16 surrogate (JSON "\\ud800"): json accepts it, tokenizers crash on it."""
     try:
         text.encode("utf-8")
@@ -110,7 +111,7 @@ def chat_messages(record: dict) -> list[dict]:
             raise ValueError(f"{key}[{i}].{role_key} must be a string, got {type(speaker).__name__}")
         if not isinstance(text, str):
             raise ValueError(f"{key}[{i}].{text_key} must be a string, got {type(text).__name__}")
-        _check_text(text, f"{key}[{i}].{text_key}")
+        check_text(text, f"{key}[{i}].{text_key}")
         if key == "conversations":
             role = SHAREGPT_ROLES.get(speaker.lower())
             if role is None:
@@ -129,6 +130,25 @@ def open_data(path: Path):
         return open(path, "rb")
     except OSError as e:
         raise DataError(f"{path}: {(e.strerror or str(e)).lower()}") from None
+
+
+@contextmanager
+def atomic_output(output: str | Path, inputs: tuple = ()):
+    """A text file to write `output` through: a temporary file beside it that replaces `output` only
+    when the block ends without an error and wrote something, so a failed or empty run never
+    truncates an earlier output. An output that is one of `inputs` is refused before anything runs."""
+    output = Path(output)
+    for i in inputs:
+        if Path(i).resolve() == output.resolve():
+            raise DataError(f"{output}: the output would overwrite its own input; write it elsewhere")
+    part = output.with_name(f".{output.name}.part")
+    try:
+        with open(part, "w", encoding="utf-8") as f:
+            yield f
+        if part.stat().st_size:
+            part.replace(output)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def parse_line(raw: bytes) -> object:

@@ -59,24 +59,14 @@ class RegenReport:
     notes: list[str] = field(default_factory=list)
 
 
-def _resolve(name_or_path: str) -> str:
-    """A model folder, or a zoo name (e.g. qwen2.5-coder-0.5b) fetched to its folder."""
-    try:
-        from eagle.zoo import resolve
-    except ImportError:
-        return name_or_path
-    return resolve(name_or_path)
-
-
 def _load_base(path: str, dtype: str = "auto"):
-    """The base model and its tokenizer. One place to swap for `eagle.model.base` later."""
+    """The base model and its tokenizer, as everywhere else (zoo names, GGUF files, clear errors)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = _resolve(path)
-    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-    return model.eval(), AutoTokenizer.from_pretrained(path)
+    from eagle.model.base import load_base, load_tokenizer
+
+    model = load_base(path, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
+    return model, load_tokenizer(path)
 
 
 def _resume(output: Path) -> set[int]:

@@ -141,14 +141,15 @@ def cmd_checkpoints(args) -> int:
         if not Path(testpath).is_file():
             return _fail(f"test file not found: {testpath}")
         dev = _device(args.device)
-        evaluate_all_checkpoints(args.savedir, testpath, args.basepath, every=args.every,
-                                 data_format=args.data_format, num_samples=args.num_samples or None,
-                                 num_prompts=args.num_prompts, max_new_tokens=args.max_new_tokens,
-                                 max_length=args.max_length, dtype=_torch_dtype(args.dtype),
-                                 device=dev if dev != "cpu" else None, tree=_tree(args), output=args.output)
+        results = evaluate_all_checkpoints(args.savedir, testpath, args.basepath, every=args.every,
+                                           data_format=args.data_format, num_samples=args.num_samples or None,
+                                           num_prompts=args.num_prompts, max_new_tokens=args.max_new_tokens,
+                                           max_length=args.max_length, dtype=_torch_dtype(args.dtype),
+                                           device=dev if dev != "cpu" else None, tree=_tree(args),
+                                           output=args.output)
     except (FileNotFoundError, ValueError) as e:
         return _fail(str(e))
-    return 0
+    return 0 if len(results) == len(ckpts) else 1  # a skipped checkpoint was named above
 
 
 def cmd_curves(args) -> int:

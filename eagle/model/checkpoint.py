@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from eagle.model.config import DraftConfig
@@ -47,7 +49,8 @@ def share_permissions(root: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     for p in [root, *root.rglob("*")]:
-        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+        if not p.is_symlink():  # chmod follows links, possibly out of the folder
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
 
 def replace_dir(src: Path, dst: Path) -> None:
@@ -69,8 +72,8 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"{directory}: no {WEIGHTS} (or pytorch_model.bin) in the draft folder")
     try:
         state = load_file(str(path)) if path == st else torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - safetensors and torch raise their own types for a bad file
-        raise ValueError(f"{path}: corrupt or truncated weights file ({e})") from None
+    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"{path}: the weights cannot be read, corrupt or truncated? ({e})") from None
     out = {}
     for k, v in state.items():
         for p in _FOREIGN_PREFIXES:
@@ -135,7 +138,9 @@ def check_compatible(cfg: DraftConfig, base_config, source: str = "draft") -> No
     if cfg.target_num_hidden_layers is not None and cfg.target_num_hidden_layers != n:
         problems.append(f"{cfg.target_num_hidden_layers} layers vs the base's {n}")
     # Serving engines capture the input of decoder layer i, so only 1..N-1 exist there (0 is the bare embedding).
-    if any(not 1 <= i <= n - 1 for i in cfg.aux_layer_ids):
-        problems.append(f"aux layers {list(cfg.aux_layer_ids)} outside the base's layer inputs 1..{n - 1}")
     if problems:
         raise ValueError(f"{source} was made for another base model: " + "; ".join(problems))
+    if any(not 1 <= i <= n - 1 for i in cfg.aux_layer_ids):
+        raise ValueError(f"{source}: aux layers {list(cfg.aux_layer_ids)} must lie in 1..{n - 1}, the inputs of "
+                         "the base's decoder layers, which is what serving engines capture (0 is the bare "
+                         "embedding); train with --aux_layers in that range")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 
@@ -29,14 +30,28 @@ def register(parser) -> None:
 
 
 def run(args) -> int:
-    try:
-        return _generate(args)
-    except (ValueError, OSError) as e:  # the user's input: one line, not a traceback
+    try:  # the user's input (flags, files, models, prompt length): one line, not a traceback
+        tok, ids, stream = _start(args)
+        start = time.perf_counter()
+        first = next(stream, None)  # its first step checks the prompt against the context
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    shown, steps, out = "", 0, ids
+    for out in itertools.chain([first] if first is not None else [], stream):
+        text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        sys.stdout.write(text[len(shown):])
+        sys.stdout.flush()
+        shown, steps = text, steps + 1
+    secs = time.perf_counter() - start
+    new = out.shape[1] - ids.shape[1]
+    print(f"\n[{new} tokens in {secs:.2f}s, {new / secs:.1f} tok/s, {new / max(steps, 1):.2f} tokens per base forward]",
+          file=sys.stderr)
+    return 0
 
 
-def _generate(args) -> int:
+def _start(args):
+    """Check the flags, load and tokenize: the tokenizer, the prompt ids and the (unstarted) stream."""
     from eagle.model.ea_model import EaModel
     from eagle.model.sampling import SamplingParams
 
@@ -51,6 +66,8 @@ def _generate(args) -> int:
         raise ValueError("--prompt is empty")
     if args.max_new_tokens < 0:
         raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    if args.max_length is not None and args.max_length < 1:
+        raise ValueError(f"--max-length must be >= 1, got {args.max_length}")
     SamplingParams(args.temperature, args.top_p, args.top_k)  # bad values fail before the model loads
     model = EaModel.from_pretrained(base_model_path=args.basepath, ea_model_path=args.ea_model_path,
                                     total_token=args.total_token, depth=args.depth, top_k=args.tree_top_k,
@@ -61,15 +78,5 @@ def _generate(args) -> int:
                                          add_generation_prompt=True)
     ids = tok(prompt, return_tensors="pt", add_special_tokens=not args.chat).input_ids
     gen = model.naive_generate if args.naive else model.ea_generate
-    start, shown, steps, out = time.perf_counter(), "", 0, ids
-    for out in gen(ids, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                   max_new_tokens=args.max_new_tokens, max_length=args.max_length or sys.maxsize):
-        text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-        sys.stdout.write(text[len(shown):])
-        sys.stdout.flush()
-        shown, steps = text, steps + 1
-    secs = time.perf_counter() - start
-    new = out.shape[1] - ids.shape[1]
-    print(f"\n[{new} tokens in {secs:.2f}s, {new / secs:.1f} tok/s, {new / max(steps, 1):.2f} tokens per base forward]",
-          file=sys.stderr)
-    return 0
+    return tok, ids, gen(ids, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                         max_new_tokens=args.max_new_tokens, max_length=args.max_length or sys.maxsize)

@@ -145,26 +145,29 @@ class DraftConfig:
         known = {f.name for f in dataclasses.fields(cls)} | {
             "architectures", "model_type", "num_hidden_layers", "tie_word_embeddings", "rope_parameters",
             "eagle_aux_hidden_state_layer_ids", "eagle_config", "dtype"}
-        return cls(
-            hidden_size=d["hidden_size"],
-            intermediate_size=d.get("intermediate_size") or 4 * d["hidden_size"],
-            num_attention_heads=d["num_attention_heads"],
-            num_key_value_heads=d.get("num_key_value_heads") or d["num_attention_heads"],
-            head_dim=d.get("head_dim"),
-            vocab_size=d["vocab_size"],
-            draft_vocab_size=d.get("draft_vocab_size") or d["vocab_size"],
-            target_hidden_size=d.get("target_hidden_size") or d["hidden_size"],
-            aux_layer_ids=tuple(aux),
-            rms_norm_eps=d.get("rms_norm_eps", 1e-6),
-            rope_theta=rope["rope_theta"],
-            rope_scaling=rope["rope_scaling"],
-            max_position_embeddings=d.get("max_position_embeddings", 4096),
-            hidden_act=d.get("hidden_act", "silu"),
-            target_num_hidden_layers=d.get("target_num_hidden_layers"),
-            target_model_type=d.get("target_model_type"),
-            torch_dtype=d.get("torch_dtype") or d.get("dtype"),
-            extra={k: v for k, v in d.items() if k not in known},
-        )
+        try:
+            return cls(
+                hidden_size=d["hidden_size"],
+                intermediate_size=d.get("intermediate_size") or 4 * d["hidden_size"],
+                num_attention_heads=d["num_attention_heads"],
+                num_key_value_heads=d.get("num_key_value_heads") or d["num_attention_heads"],
+                head_dim=d.get("head_dim"),
+                vocab_size=d["vocab_size"],
+                draft_vocab_size=d.get("draft_vocab_size") or d["vocab_size"],
+                target_hidden_size=d.get("target_hidden_size") or d["hidden_size"],
+                aux_layer_ids=tuple(aux),
+                rms_norm_eps=d.get("rms_norm_eps", 1e-6),
+                rope_theta=rope["rope_theta"],
+                rope_scaling=rope["rope_scaling"],
+                max_position_embeddings=d.get("max_position_embeddings", 4096),
+                hidden_act=d.get("hidden_act", "silu"),
+                target_num_hidden_layers=d.get("target_num_hidden_layers"),
+                target_model_type=d.get("target_model_type"),
+                torch_dtype=d.get("torch_dtype") or d.get("dtype"),
+                extra={k: v for k, v in d.items() if k not in known},
+            )
+        except ValueError as e:  # __post_init__'s checks, named by file
+            raise ValueError(f"{source}: {e}") from None
 
     def save(self, directory: str | Path) -> None:
         Path(directory, "config.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")

@@ -82,7 +82,8 @@ def export_for_deployment(checkpoint_path: str | Path, output_dir: str | Path, b
                        tokenizer_path=relative_path(output_dir, "tokenizer"),
                        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, use_eagle3=True)
     path = cfg.save(output_dir / "config.json")
-    share_permissions(output_dir)  # the engines' server may run as another user
+    for name in ("base_model", "eagle_model", "tokenizer", "config.json"):  # only what the export wrote
+        share_permissions(output_dir / name)  # the engines' server may run as another user
     if verify:
         _verify(path)
     print(f"✓ Exported to {output_dir}")

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from eagle.data.records import check_text
 from eagle.serve.config import ConfigError, DeployConfig
 
 CHAT_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
@@ -195,11 +196,10 @@ def _content_text(content, i: int) -> str:
 
 
 def _unicode(text: str, param: str) -> str:
-    """JSON can carry a lone UTF-16 surrogate ("\\ud800"), which no tokenizer can encode."""
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise RequestError(f"{param} is not valid Unicode text ({e.reason} at character {e.start})", param) from None
+        check_text(text, param)
+    except ValueError as e:
+        raise RequestError(str(e), param) from None
     return text
 
 

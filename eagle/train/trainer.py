@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import pickle
 import resource
 import time
 from dataclasses import dataclass
@@ -99,15 +100,16 @@ def _read_resume(resume: Path) -> tuple[TrainConfig, TrainerState]:
     feature pass rather than after it."""
     parts = {"train_config.json": lambda: TrainConfig.load(resume / "train_config.json"),
              TRAINER_STATE: lambda: TrainerState.load(resume),
-             "config.json / model.safetensors": lambda: load_draft(resume),
+             "config.json": lambda: DraftConfig.load(resume),
+             "model.safetensors": lambda: load_draft(resume),
              OPTIMIZER: lambda: load_training(resume)}
     loaded = {}
     for name, read in parts.items():
         try:
             loaded[name] = read()
-        except Exception as e:  # noqa: BLE001 - any failure to read means the state is damaged
-            raise TrainError(f"cannot resume from {resume}: {name} is damaged ({type(e).__name__}: {e}). "
-                             "Use --resume no to start afresh.") from None
+        except (OSError, ValueError, KeyError, TypeError, EOFError, pickle.UnpicklingError, RuntimeError) as e:
+            raise TrainError(f"cannot resume from {resume}: {name} cannot be read ({type(e).__name__}: {e}). "
+                             f"Move {resume} aside to keep it, and use --resume no to start afresh.") from None
     return loaded["train_config.json"], loaded[TRAINER_STATE]
 
 
