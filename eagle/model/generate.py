@@ -13,7 +13,7 @@ import torch
 
 from eagle.model.draft import Eagle3Draft
 from eagle.model.kv_cache import DraftKV, keep_path, new_base_cache
-from eagle.model.sampling import SamplingParams
+from eagle.model.sampling import SamplingParams, greedy_tokens
 from eagle.model.tree import Tree, TreeConfig, add_branch, draft_tree, lookup_continuation
 
 
@@ -83,7 +83,7 @@ def prefill(base, input_ids: torch.Tensor, cache, want_features: bool):
 def accept_greedy(tree: Tree, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Longest root path whose every token is the base's argmax; plus the base's next token.
     logits: [T, V]. Returns (path [k+1] tree indices from the root, bonus token [])."""
-    return accept_targets(tree, logits.argmax(-1))
+    return accept_targets(tree, greedy_tokens(logits))
 
 
 def accept_targets(tree: Tree, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

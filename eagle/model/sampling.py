@@ -11,6 +11,13 @@ from dataclasses import dataclass
 import torch
 
 
+def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
+    """[..., V] -> [...] argmax ids (the first of equal maxima, as argmax). `max` because on CPU
+    bf16 `argmax` over a [24, 152k] verify is 4x slower (8 vs 2 ms, 6% of a decoding cycle); plain
+    and speculative decoding both use this, so a tie breaks the same way in both."""
+    return logits.max(-1).indices
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     temperature: float = 0.0  # 0 = greedy
@@ -44,7 +51,7 @@ class SamplingParams:
     def sample(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """[..., V] -> [...] token ids: argmax when greedy, else a draw from `probs`."""
         if self.greedy:
-            return logits.argmax(-1)
+            return greedy_tokens(logits)
         p = self.probs(logits)
         return torch.multinomial(p.reshape(-1, p.shape[-1]), 1, generator=generator).view(p.shape[:-1])
 
