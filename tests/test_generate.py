@@ -190,3 +190,20 @@ def test_trimming_an_unsure_tree_is_lossless(setting):
                 assert set(sizes_lean) == {1}, sizes_lean
             else:
                 assert max(sizes_lean) > 4 and sum(sizes_lean) < sum(sizes_full), sizes_lean
+
+
+def test_loaded_lm_head_gets_a_plain_row_at_prefill(tmp_path):
+    """logits_to_keep=1 slices a [1, 1, H] view with the sequence's batch stride, which sends torch's
+    CPU linear through a copy of the whole lm_head; load_base hands it a plain row, same logits."""
+    from eagle.model.base import load_base
+
+    tiny_base("llama").save_pretrained(tmp_path / "b")
+    base = load_base(str(tmp_path / "b"), dtype=torch.float32)
+    seen = []
+    base.get_output_embeddings().register_forward_pre_hook(lambda m, a: seen.append(a[0].stride()))
+    ids = torch.randint(0, VOCAB, (1, 12))
+    with torch.no_grad():
+        last = base(input_ids=ids, logits_to_keep=1).logits[0, -1]
+        full = base(input_ids=ids).logits[0, -1]
+    assert seen[0] == (64, 64, 1)  # [1, 1, H] with H = 64: standard strides, not (12 * 64, 64, 1)
+    assert torch.allclose(last, full, atol=1e-5)

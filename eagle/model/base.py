@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
@@ -51,7 +52,20 @@ def load_base(path: str, **kwargs):
     kwargs.setdefault("attn_implementation", "sdpa")  # tree verification needs a mask-taking kernel
     model = AutoModelForCausalLM.from_pretrained(path, **extra, **kwargs)
     model.eval().requires_grad_(False)
+    head = model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(_standard_strides)
     return model
+
+
+def _standard_strides(module, args):
+    """`logits_to_keep=1` hands the lm_head a [1, 1, H] view whose batch stride is the whole
+    sequence's; on torch 2.13 CPU, F.linear then goes through bmm with a copy of the [V, H] weight
+    (0.45 s a prefill for Qwen's 152k vocabulary, against 16 ms for a plain row)."""
+    x = args[0]
+    if x.dim() == 3 and x.stride(0) != x.shape[1] * x.shape[2]:
+        return (x.clone(memory_format=torch.contiguous_format), *args[1:])
+    return None
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
