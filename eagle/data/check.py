@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .records import FORMATS, chat_messages, open_data, parse_line, record_format, validate_record
+from .records import FORMATS, chat_messages, parsed_lines, record_format, validate_record
 
 
 @dataclass
@@ -33,33 +33,31 @@ def check_file(path: str | Path, data_format: str = "auto", show_ok: int = 5, ec
         raise ValueError(f"unknown data format {data_format!r}: expected auto, fim, chat or mixed")
     report = CheckReport(path, data_format)
     good = 0
-    with open_data(path) as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            report.total += 1
-            try:
-                record = parse_line(raw)
-                fmt = data_format
-                if fmt in ("auto", "mixed"):
-                    fmt = record_format(record) if isinstance(record, dict) else None
-                    if fmt is None:
-                        raise ValueError("neither fim (prefix/middle/suffix) nor chat (conversations/messages)")
-                    seen = report.data_format
-                    report.data_format = fmt if seen in ("auto", fmt) else "mixed"
-                validate_record(record, fmt)
-            except ValueError as e:  # bad UTF-8 or JSON, or a bad record
-                report.errors.append((lineno, str(e)))
-            else:
-                if fmt == "fim" and not record["middle"].strip():
-                    report.warnings.append((lineno, "empty middle: teaches only the end token"))
-                if fmt == "chat" and any(not m["content"].strip() for m in chat_messages(record)):
-                    report.warnings.append((lineno, "a message has empty content"))
-                if good < show_ok:
-                    echo(f"✓ Sample {report.total - 1}: OK")
-                good += 1
-                continue
-            echo(f"✗ {path}:{lineno}: {report.errors[-1][1]}")
+    for lineno, record in parsed_lines(path):
+        report.total += 1
+        try:
+            if isinstance(record, ValueError):  # bad UTF-8 or JSON
+                raise record
+            fmt = data_format
+            if fmt in ("auto", "mixed"):
+                fmt = record_format(record) if isinstance(record, dict) else None
+                if fmt is None:
+                    raise ValueError("neither fim (prefix/middle/suffix) nor chat (conversations/messages)")
+                seen = report.data_format
+                report.data_format = fmt if seen in ("auto", fmt) else "mixed"
+            validate_record(record, fmt)
+        except ValueError as e:  # bad UTF-8 or JSON, or a bad record
+            report.errors.append((lineno, str(e)))
+        else:
+            if fmt == "fim" and not record["middle"].strip():
+                report.warnings.append((lineno, "empty middle: teaches only the end token"))
+            if fmt == "chat" and any(not m["content"].strip() for m in chat_messages(record)):
+                report.warnings.append((lineno, "a message has empty content"))
+            if good < show_ok:
+                echo(f"✓ Sample {report.total - 1}: OK")
+            good += 1
+            continue
+        echo(f"✗ {path}:{lineno}: {report.errors[-1][1]}")
     for lineno, msg in report.warnings[:20]:
         echo(f"! {path}:{lineno}: {msg}")
     if len(report.warnings) > 20:

@@ -164,18 +164,24 @@ def parse_line(raw: bytes) -> object:
         raise ValueError(f"bad JSON: {e.msg} (column {e.colno})") from None
 
 
+def parsed_lines(path: Path) -> Iterator[tuple[int, object]]:
+    """``(line_number, parsed JSON, or the ValueError saying why not)`` for each non-blank line."""
+    with open_data(path) as f:
+        for lineno, raw in enumerate(f, 1):
+            if raw.strip():
+                try:
+                    yield lineno, parse_line(raw)
+                except ValueError as e:
+                    yield lineno, e
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, object]]:
     """Yield ``(line_number, parsed_json)`` for each non-blank line; DataError on bad JSON."""
     path = Path(path)
-    with open_data(path) as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = parse_line(raw)
-            except ValueError as e:
-                raise DataError(f"{path}:{lineno}: {e}") from None
-            yield lineno, record
+    for lineno, record in parsed_lines(path):
+        if isinstance(record, ValueError):
+            raise DataError(f"{path}:{lineno}: {record}")
+        yield lineno, record
 
 
 def iter_records(path: str | Path, data_format: str = "auto") -> Iterator[tuple[int, dict]]:
@@ -218,20 +224,15 @@ def detect_format(path: str | Path) -> str:
     found: set[str] = set()
     first = None  # (line, what it holds) of the first record without a format
     unparsed = None  # the first line that is not JSON
-    with open_data(path) as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = parse_line(raw)
-            except ValueError:
-                unparsed = unparsed or lineno
-                continue
-            fmt = record_format(record) if isinstance(record, dict) else None
-            if fmt is None:
-                first = first or (lineno, sorted(record) if isinstance(record, dict) else type(record).__name__)
-            else:
-                found.add(fmt)
+    for lineno, record in parsed_lines(path):
+        if isinstance(record, ValueError):
+            unparsed = unparsed or lineno
+            continue
+        fmt = record_format(record) if isinstance(record, dict) else None
+        if fmt is None:
+            first = first or (lineno, sorted(record) if isinstance(record, dict) else type(record).__name__)
+        else:
+            found.add(fmt)
     if len(found) == 2:
         return "mixed"
     if found:

@@ -137,7 +137,6 @@ def check_compatible(cfg: DraftConfig, base_config, source: str = "draft") -> No
     n = base.num_hidden_layers
     if cfg.target_num_hidden_layers is not None and cfg.target_num_hidden_layers != n:
         problems.append(f"{cfg.target_num_hidden_layers} layers vs the base's {n}")
-    # Serving engines capture the input of decoder layer i, so only 1..N-1 exist there (0 is the bare embedding).
     if problems:
         raise ValueError(f"{source} was made for another base model: " + "; ".join(problems))
     if any(not 1 <= i <= n - 1 for i in cfg.aux_layer_ids):

@@ -68,36 +68,47 @@ def train(cfg: TrainConfig) -> TrainResult:
         teardown(rt)
 
 
-def _check_resume(cfg: TrainConfig, rt: Runtime, savedir: Path, rep: Reporter) -> Path | None:
+@dataclass
+class Resume:
+    """A resume folder, read once."""
+    path: Path
+    config: TrainConfig
+    state: TrainerState
+    draft: Eagle3Draft
+
+
+def _check_resume(cfg: TrainConfig, rt: Runtime, savedir: Path, rep: Reporter) -> Resume | None:
     if cfg.resume == "no":
         return None
-    resume = find_resume(savedir)
-    if resume is None:
+    folder = find_resume(savedir)
+    if folder is None:
         if cfg.resume == "yes":
             raise TrainError(f"--resume: no resumable state in {savedir} (expected {savedir}/resume/)")
         if any(savedir.glob("state_*")):
             rep.line(f"{savedir} holds state_* folders but no resume/ state: starting afresh (they will be overwritten)")
         return None
-    saved, state = _read_resume(resume)
+    resume = _read_resume(folder)
+    saved, state = resume.config, resume.state
     diffs = [f"{k}: {getattr(saved, k)!r} then, {getattr(cfg, k)!r} now" for k in _RESUME_FIXED
              if getattr(saved, k) != getattr(cfg, k)]
     if state.global_batch != rt.global_batch:
         diffs.append(f"global batch: {state.global_batch} then, {rt.global_batch} now "
                      f"({rt.batch_size} per process x {rt.grad_accum} accumulation x {rt.world} processes)")
     if diffs:
-        raise TrainError(f"cannot resume from {resume}: the run was made with other settings ("
+        raise TrainError(f"cannot resume from {resume.path}: the run was made with other settings ("
                          + "; ".join(diffs) + "). Use the same settings, or --resume no to start afresh.")
     changed = [f"{k} {getattr(saved, k)!r} -> {getattr(cfg, k)!r}" for k in ("lr", "num_epochs", "warmup_ratio",
                                                                                "weight_decay", "max_grad_norm")
                if getattr(saved, k) != getattr(cfg, k)]
-    rep.line(f"Resuming from {resume} (epoch {state.epoch}, step {state.step_in_epoch}, "
+    rep.line(f"Resuming from {resume.path} (epoch {state.epoch}, step {state.step_in_epoch}, "
              f"global step {state.global_step})" + (f"; changed: {', '.join(changed)}" if changed else ""))
     return resume
 
 
-def _read_resume(resume: Path) -> tuple[TrainConfig, TrainerState]:
+def _read_resume(resume: Path) -> Resume:
     """Read every file of a resume folder now, so that a damaged one is named before the long
-    feature pass rather than after it."""
+    feature pass rather than after it. The optimizer state is only checked here and read again at
+    the end: held through the feature pass it would sit beside the base for nothing."""
     parts = {"train_config.json": lambda: TrainConfig.load(resume / "train_config.json"),
              TRAINER_STATE: lambda: TrainerState.load(resume),
              "config.json": lambda: DraftConfig.load(resume),
@@ -110,19 +121,19 @@ def _read_resume(resume: Path) -> tuple[TrainConfig, TrainerState]:
         except (OSError, ValueError, KeyError, TypeError, EOFError, pickle.UnpicklingError, RuntimeError) as e:
             raise TrainError(f"cannot resume from {resume}: {name} cannot be read ({type(e).__name__}: {e}). "
                              f"Move {resume} aside to keep it, and use --resume no to start afresh.") from None
-    return loaded["train_config.json"], loaded[TRAINER_STATE]
+    return Resume(resume, loaded["train_config.json"], loaded[TRAINER_STATE], loaded["model.safetensors"])
 
 
-def _check_resume_model(resume: Path, dcfg: DraftConfig, fingerprint: str) -> None:
-    saved = DraftConfig.load(resume)
+def _check_resume_model(resume: Resume, dcfg: DraftConfig, fingerprint: str) -> None:
+    saved = resume.draft.config
     problems = []
-    if TrainerState.load(resume).base_fingerprint != fingerprint:
+    if resume.state.base_fingerprint != fingerprint:
         problems.append("the base model differs (config or weights)")
     a, b = saved.to_dict(), dcfg.to_dict()
     problems += [f"draft {k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
                  if a.get(k) != b.get(k) and k != "torch_dtype"]  # the dtype is the weights', not the shape's
     if problems:
-        raise TrainError(f"cannot resume from {resume}: " + "; ".join(problems)
+        raise TrainError(f"cannot resume from {resume.path}: " + "; ".join(problems)
                          + ". Point --basepath at the model it was trained on, or use --resume no.")
 
 
@@ -170,7 +181,7 @@ def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str
         clean_stale(savedir)
     resume = _check_resume(cfg, rt, savedir, rep)
     if resume is not None:
-        done = TrainerState.load(resume)
+        done = resume.state
         if done.epoch >= cfg.num_epochs:
             rep.line(f"Nothing to do: {savedir} already holds all {cfg.num_epochs} epochs "
                      "(raise --num_epochs to train on, or --resume no to start afresh)")
@@ -202,7 +213,7 @@ def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str
     fingerprint = base_fingerprint(base)
     if resume is not None:
         _check_resume_model(resume, dcfg, fingerprint)
-        resumed = load_draft(resume)
+        resumed = resume.draft
         target_ids = torch.arange(dcfg.draft_vocab_size) + resumed.d2t
     else:
         resumed = None
@@ -235,8 +246,8 @@ def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str
 
     state = TrainerState(global_batch=rt.global_batch, base_fingerprint=fingerprint)
     if resume is not None:
-        state = TrainerState.load(resume)
-        _load_training(stepper, rt, resume)
+        state = resume.state
+        _load_training(stepper, rt, resume.path)
     return _loop(cfg, rt, rep, savedir, fmt, source, stepper, state, steps_per_epoch)
 
 
