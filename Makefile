@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= test,serve,eval,data,deepspeed
+EXTRAS ?= test,serve,eval,data,deepspeed,wandb
 
 .PHONY: setup test test-all quickstart clean
 

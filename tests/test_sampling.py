@@ -126,6 +126,18 @@ def test_eagenerate_samples_the_base_distribution():
     assert accepted == n
 
 
+def test_a_generator_makes_a_sample_repeatable_without_the_global_rng():
+    base = tiny_base("llama", predictable=True)
+    model = EaModel(base, fit_draft(base), tree=TreeConfig(total_token=10, depth=3, top_k=3))
+    prompt = torch.tensor([[5, 17, 99, 3, 42]])
+    for gen in (model.eagenerate, model.naivegenerate):
+        state = torch.random.get_rng_state()
+        runs = [gen(prompt, temperature=1.0, max_new_tokens=24, generator=torch.Generator().manual_seed(s)).tolist()
+                for s in (3, 3, 4)]
+        assert runs[0] == runs[1] != runs[2]
+        assert torch.equal(torch.random.get_rng_state(), state), "the global RNG was drawn from"
+
+
 def test_greedy_sampling_params_validation():
     for bad in (dict(temperature=-0.1), dict(top_p=1.5), dict(top_p=-0.1), dict(top_k=-1)):
         with pytest.raises(ValueError):

@@ -110,9 +110,26 @@ def reference(deployment):
                                    tokenizer_path=str(d / "tokenizer"), dtype=torch.float32)
 
 
+def naive_ids(model, ids, n):
+    return model.naivegenerate(torch.tensor([ids]), max_new_tokens=n)[0, len(ids):].tolist()
+
+
 def naive_text(model, ids, n):
-    out = model.naivegenerate(torch.tensor([ids]), max_new_tokens=n)
-    return model.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+    return model.tokenizer.decode(naive_ids(model, ids, n), skip_special_tokens=True)
+
+
+@pytest.fixture
+def generations(server, monkeypatch):
+    """How many generations the engine starts: [n]."""
+    _, engine = server
+    n, real = [0], engine.model.ea_generate
+
+    def counted(*args, **kwargs):
+        n[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.model, "ea_generate", counted)
+    return n
 
 
 def sse(client, path, body):
@@ -200,7 +217,7 @@ def test_chat_completion_uses_the_template(server, reference):
     tok = reference.tokenizer
     ids = tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
               add_special_tokens=False).input_ids
-    body = {"model": "x", "messages": messages, "max_tokens": 24, "temperature": 0}
+    body = {"model": "deployment", "messages": messages, "max_tokens": 24, "temperature": 0}
     out = client.post("/v1/chat/completions", json=body).json()
     msg = out["choices"][0]["message"]
     assert out["object"] == "chat.completion" and msg["role"] == "assistant"
@@ -241,6 +258,10 @@ def test_stop_string_cuts_the_text(server, reference):
     out = client.post("/v1/completions", json=body).json()
     assert out["choices"][0]["text"] == full[:full.index(stop)]
     assert out["choices"][0]["finish_reason"] == "stop"
+    # usage counts the tokens up to the one that completes the stop string, as OpenAI and vLLM do
+    ids = naive_ids(reference, reference.tokenizer(prompt).input_ids, 40)
+    used = next(k for k in range(1, 41) if stop in reference.tokenizer.decode(ids[:k], skip_special_tokens=True))
+    assert out["usage"]["completion_tokens"] == used
     assert "".join(c["choices"][0]["text"] for c in sse(client, "/v1/completions", body)) == full[:full.index(stop)]
 
 
@@ -255,7 +276,18 @@ def test_requests_are_served_one_at_a_time(server):
 
 @pytest.mark.parametrize("path,body,status,needle", [
     ("/v1/completions", {"prompt": "x", "temperature": -1}, 400, "temperature must be >= 0"),
-    ("/v1/completions", {"prompt": "x", "top_p": 1.5}, 400, "top_p must be in [0.0, 1.0]"),
+    ("/v1/completions", {"prompt": "x", "top_p": 1.5}, 400, "top_p must be in (0.0, 1.0]"),
+    ("/v1/completions", {"prompt": "x", "top_p": 0}, 400, "top_p must be in (0.0, 1.0]"),
+    ("/v1/completions", {"prompt": "x", "temperature": float("nan")}, 400, "temperature must be a finite number"),
+    ("/v1/completions", {"prompt": "x", "seed": 2**70}, 400, "seed must be in"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 10**9}, 400, "context holds"),
+    ("/v1/completions", {"prompt": "x", "suffix": "y"}, 400, "suffix (insertion) is not supported"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+     400, "tool calling is not supported"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                              "response_format": {"type": "json_object"}}, 400, "response_format is not supported"),
+    ("/v1/chat/completions", {"messages": [{"role": "user"}]}, 400, "must be an object with a role and content"),
+    ("/v1/completions", {"prompt": "x", "model": "gpt-4o"}, 404, "does not exist"),
     ("/v1/completions", {"prompt": "x", "max_tokens": "many"}, 400, "max_tokens must be an integer"),
     ("/v1/completions", {"prompt": "x", "max_tokens": 0}, 400, "max_tokens must be >= 1"),
     ("/v1/completions", {"prompt": "x", "n": 2}, 400, "n must be 1"),
@@ -271,13 +303,60 @@ def test_requests_are_served_one_at_a_time(server):
     ("/v1/completions", {"prompt": "x", "echo": "no"}, 400, "echo must be true or false"),
     ("/v1/completions", {"prompt": "x", "stream": "yes"}, 400, "stream must be true or false"),
 ])
-def test_bad_requests_are_400_with_the_reason(server, path, body, status, needle):
+def test_bad_requests_are_400_with_the_reason(server, generations, path, body, status, needle):
     client, _ = server
     # as a client that escapes non-ASCII sends it (httpx's json= cannot encode a lone surrogate)
     r = client.post(path, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
     assert r.status_code == status, r.text
     err = r.json()["error"]
-    assert needle in err["message"] and err["type"] == "invalid_request_error"
+    assert needle in err["message"] and err["type"] in ("invalid_request_error", "model_not_found")
+    assert generations[0] == 0, "refused only after generating"
+
+
+@pytest.mark.parametrize("body,tokens", [
+    ({"stop": "", "max_tokens": 5}, 5),  # an empty stop string is no stop string
+    ({"n": None, "max_tokens": 4}, 4),  # null is the default
+    ({"max_completion_tokens": None, "max_tokens": 3}, 3),  # null does not hide max_tokens
+    ({"top_k": -1, "max_tokens": 3}, 3),  # vLLM's "off"
+    ({"response_format": {"type": "text"}, "tools": [], "max_tokens": 2}, 2),
+])
+def test_what_openai_clients_send_is_understood(server, body, tokens):
+    client, _ = server
+    r = client.post("/v1/completions", json={"prompt": "def f(x):", "temperature": 0, **body})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == tokens
+
+
+def test_a_seed_repeats_a_sample_and_leaves_other_requests_random(server):
+    client, _ = server
+    body = {"prompt": "def f(x):", "max_tokens": 16, "temperature": 1.0, "top_p": 1.0, "seed": 7}
+    state = torch.random.get_rng_state()  # the server runs in this process
+    texts = [client.post("/v1/completions", json=body).json()["choices"][0]["text"] for _ in range(2)]
+    assert texts[0] == texts[1]
+    assert torch.equal(torch.random.get_rng_state(), state), "a request's seed reseeded the whole process"
+
+
+def test_include_usage_sends_a_last_usage_chunk(server):
+    client, _ = server
+    chunks = sse(client, "/v1/completions", {"prompt": "def f(x):", "max_tokens": 6, "temperature": 0,
+                                             "stream_options": {"include_usage": True}})
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 6
+    assert chunks[-2]["choices"][0]["finish_reason"] == "length"
+
+
+def test_a_request_whose_client_left_while_queued_never_runs(server, generations):
+    client, engine = server
+    engine.lock.acquire()  # another generation holds the engine
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            client.post("/v1/completions", json={"prompt": "def f(x):", "max_tokens": 8, "temperature": 0},
+                        timeout=0.5)
+        time.sleep(1.5)  # the server looks for its client every 0.5 s
+    finally:
+        engine.lock.release()
+    out = client.post("/v1/completions", json={"prompt": "def f(x):", "max_tokens": 2, "temperature": 0})
+    assert out.status_code == 200
+    assert generations[0] == 1, "the abandoned request still ran"
 
 
 def test_body_must_be_json(server):

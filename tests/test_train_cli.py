@@ -200,6 +200,24 @@ def test_a_damaged_resume_state_is_named(tiny, tmp_path, capsys):
     assert train_main(common) == 2 and "config.json cannot be read (FileNotFoundError" in capsys.readouterr().err
 
 
+def test_wandb_gets_the_tutorials_metrics(tiny, tmp_path, monkeypatch):
+    """Tutorial 5.1.5 / 5.3.1: a run with wandb (offline here: nothing leaves the machine) records
+    the per-position accuracy and loss of every epoch, train and test, and the learning rate."""
+    pytest.importorskip("wandb", reason="pip install -e '.[wandb]'")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    save = tmp_path / "ckpt"
+    assert train_main(["--basepath", str(tiny["base"]), "--trainpath", str(tiny["train"]), "--testpath",
+                       str(tiny["test"]), "--savedir", str(save), "--draft_vocab_size", "64", "--max_length", "64",
+                       "--num_epochs", "1", "--dtype", "fp32", "--wandb", "--wandb_project", "tiny"]) == 0
+    # wandb 0.31 keeps an offline run as one record file for `wandb sync`; the logged keys are in it
+    (records,) = save.glob("wandb/offline-run-*/run-*.wandb")
+    data = records.read_bytes()
+    keys = ["train/lr"] + [f"{split}/epoch{what}_{j}" for split in ("train", "test") for what in ("acc", "ploss")
+                           for j in range(7)]
+    assert [k for k in keys if k.encode() not in data] == []
+
+
 def test_wandb_follows_wandb_login(tmp_path, monkeypatch, capsys):
     """Tutorial 5.1.5: after `wandb login` (a key in ~/.netrc) training logs to wandb unasked;
     EAGLE_WANDB=0 keeps it local."""

@@ -68,6 +68,13 @@ class EaModel(nn.Module):
         return self.tokenizer
 
     # ---- generation ----------------------------------------------------------------------
+    def context_limit(self, max_length: int) -> int:
+        """The most prompt + new tokens a generation may hold: max_length, within the model's
+        context less room for one draft tree past the last token."""
+        cfg = getattr(self.base_model.config, "text_config", None) or self.base_model.config
+        max_pos = getattr(cfg, "max_position_embeddings", None)
+        return min(max_length, max_pos - self.tree.depth - 1) if max_pos else max_length
+
     def _prepare(self, input_ids, temperature, top_p, top_k, max_new_tokens, max_length):
         sp = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k)
         input_ids = torch.as_tensor(input_ids)
@@ -80,10 +87,7 @@ class EaModel(nn.Module):
             raise ValueError("empty prompt: input_ids has no tokens")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-        max_pos = getattr(getattr(self.base_model.config, "text_config", None) or self.base_model.config,
-                          "max_position_embeddings", None)
-        if max_pos:
-            max_length = min(max_length, max_pos - self.tree.depth - 1)
+        max_length = self.context_limit(max_length)
         if n >= max_length:
             raise ValueError(f"prompt has {n} tokens, at or past max_length={max_length} "
                              "(the model's context, less room for the draft tree); shorten it or raise max_length")
@@ -100,23 +104,24 @@ class EaModel(nn.Module):
 
     def ea_generate(self, input_ids, temperature: float = 0.0, top_p: float = 0.0, top_k: int = 0,
                     max_new_tokens: int = 512, max_length: int = 2048, log: bool = False, *,
-                    on_phase=None) -> Iterator[torch.Tensor]:
-        """Yields prompt+output ids after every base forward (streaming). on_phase: see
-        `speculative_decode` (a profiler's hook)."""
+                    generator: torch.Generator | None = None, on_phase=None) -> Iterator[torch.Tensor]:
+        """Yields prompt+output ids after every base forward (streaming). generator: the random
+        draws of sampling (default torch's global one); on_phase: see `speculative_decode`."""
         input_ids, sp, limits = self._prepare(input_ids, temperature, top_p, top_k, max_new_tokens, max_length)
         if limits.max_new_tokens == 0:
             yield input_ids
             return
         yield from self._stream(speculative_decode(self.base_model, self.ea_layer, input_ids, sp, self.tree, limits,
-                                                   on_phase=on_phase), input_ids)
+                                                   generator=generator, on_phase=on_phase), input_ids)
 
     def naive_generate(self, input_ids, temperature: float = 0.0, top_p: float = 0.0, top_k: int = 0,
-                       max_new_tokens: int = 512, max_length: int = 2048, log: bool = False) -> Iterator[torch.Tensor]:
+                       max_new_tokens: int = 512, max_length: int = 2048, log: bool = False, *,
+                       generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
         input_ids, sp, limits = self._prepare(input_ids, temperature, top_p, top_k, max_new_tokens, max_length)
         if limits.max_new_tokens == 0:
             yield input_ids
             return
-        yield from self._stream(naive_decode(self.base_model, input_ids, sp, limits), input_ids)
+        yield from self._stream(naive_decode(self.base_model, input_ids, sp, limits, generator), input_ids)
 
     def _run(self, stream, input_ids, log: bool):
         out, steps = None, 0
@@ -129,15 +134,17 @@ class EaModel(nn.Module):
         return out, out.shape[1] - n_prompt, max(steps - 1, 0)
 
     def eagenerate(self, input_ids, temperature: float = 0.0, top_p: float = 0.0, top_k: int = 0,
-                   max_new_tokens: int = 512, max_length: int = 2048, log: bool = False, *, on_phase=None):
+                   max_new_tokens: int = 512, max_length: int = 2048, log: bool = False, *,
+                   generator: torch.Generator | None = None, on_phase=None):
         """prompt+output ids [1, L]; with log=True, (ids, new_tokens, decoding_steps)."""
         return self._run(self.ea_generate(input_ids, temperature, top_p, top_k, max_new_tokens, max_length,
-                                          on_phase=on_phase), input_ids, log)
+                                          generator=generator, on_phase=on_phase), input_ids, log)
 
     def naivegenerate(self, input_ids, temperature: float = 0.0, top_p: float = 0.0, top_k: int = 0,
-                      max_new_tokens: int = 512, max_length: int = 2048, log: bool = False):
-        return self._run(self.naive_generate(input_ids, temperature, top_p, top_k, max_new_tokens, max_length),
-                         input_ids, log)
+                      max_new_tokens: int = 512, max_length: int = 2048, log: bool = False, *,
+                      generator: torch.Generator | None = None):
+        return self._run(self.naive_generate(input_ids, temperature, top_p, top_k, max_new_tokens, max_length,
+                                             generator=generator), input_ids, log)
 
     def generate(self, input_ids=None, attention_mask=None, max_new_tokens: int = 512, temperature: float = 0.0,
                  top_p: float = 0.0, top_k: int = 0, max_length: int = 2048, **unused):

@@ -4,21 +4,23 @@
     eagle serve --basepath B --ea-model-path D --port 8000      # or straight from a checkpoint
 
 Endpoints: `POST /v1/completions`, `POST /v1/chat/completions` (the tokenizer's chat template),
-`GET /v1/models`, `GET /health`. Requests take `max_tokens`, `temperature`, `top_p`, `top_k`,
-`stop`, `seed`, `stream` (server-sent events, one chunk per base forward); unset values come from
-the config (`max_new_tokens`, `temperature`, `top_p`). Every response carries `usage` and an
-`eagle` object: `tau` (tokens per decoding forward of the base, the bonus token counted),
-`decoding_steps`, `seconds`.
+`GET /v1/models`, `GET /health`. Requests take `model`, `max_tokens`, `temperature`, `top_p`,
+`top_k`, `stop`, `seed` (this request's own generator), `stream` (server-sent events, one chunk per
+base forward), `stream_options`; unset values come from the config (`max_new_tokens`,
+`temperature`, `top_p`). Every response carries `usage` and an `eagle` object: `tau` (tokens per
+decoding forward of the base, the bonus token counted), `decoding_steps`, `seconds`.
 
 Batch size 1: one worker thread runs one generation at a time (under `Engine.lock`); other
-requests wait their turn. A bad parameter or a prompt too long for the context is a 400 with the
-reason, in OpenAI's error shape, before any token is generated.
+requests wait their turn, and one whose client leaves is stopped (or never started). A bad
+parameter, a prompt too long for the context, or a feature this server lacks (tools, penalties,
+logprobs ...) is a 400 with the reason, in OpenAI's error shape, before any token is generated.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' `Request` annotation at runtime.
 import argparse
 import asyncio
 import json
+import math
 import sys
 import threading
 import time
@@ -32,6 +34,10 @@ from eagle.data.records import check_text
 from eagle.serve.config import ConfigError, DeployConfig
 
 CHAT_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
 
 
 class RequestError(ValueError):
@@ -53,6 +59,8 @@ class Job:
     top_k: int
     stop: tuple[str, ...]
     seed: int | None
+    stream: bool = False
+    include_usage: bool = False  # stream_options.include_usage: a last chunk with the usage alone
 
 
 @dataclass
@@ -95,6 +103,7 @@ class Engine:
         self.stop_ids = stop_token_ids(model)
         base_cfg = getattr(model.base_model.config, "text_config", None) or model.base_model.config
         self.max_length = cfg.max_length or getattr(base_cfg, "max_position_embeddings", None) or 2048
+        self.context = model.context_limit(self.max_length)  # prompt + completion tokens a request may hold
 
     # ---- prompts -------------------------------------------------------------------------------
     def prompt_ids(self, prompt) -> tuple[int, ...]:
@@ -111,7 +120,7 @@ class Engine:
             if bad:
                 raise RequestError(f"token ids {bad[:5]} are outside the vocabulary (0..{vocab - 1})", "prompt")
             return tuple(prompt)
-        if isinstance(prompt, list) and len(prompt) > 1:
+        if isinstance(prompt, list) and len(prompt) > 1 and all(isinstance(p, (str, list)) for p in prompt):
             raise RequestError("one prompt per request: this server generates with batch size 1", "prompt")
         raise RequestError("prompt must be a non-empty string or a list of token ids", "prompt")
 
@@ -120,7 +129,7 @@ class Engine:
             raise RequestError("messages must be a non-empty list of {role, content}", "messages")
         msgs = []
         for i, m in enumerate(messages):
-            if not isinstance(m, dict) or "role" not in m:
+            if not isinstance(m, dict) or "role" not in m or ("content" not in m and m["role"] != "assistant"):
                 raise RequestError(f"messages[{i}] must be an object with a role and content", "messages")
             role = CHAT_ROLES.get(m["role"]) if isinstance(m["role"], str) else None
             if role is None:
@@ -142,26 +151,34 @@ class Engine:
         import torch
 
         with self.lock:
-            if job.seed is not None:
-                torch.manual_seed(job.seed)
+            if cancelled is not None and cancelled.is_set():  # its client left while it waited
+                return
+            # a seed makes this request's draws repeatable without touching anyone else's
+            rng = torch.Generator(self.model.device).manual_seed(job.seed) if job.seed is not None else None
             n = len(job.prompt_ids)
             ids = torch.tensor([job.prompt_ids], dtype=torch.long)
             hold = max((len(s) for s in job.stop), default=1) - 1  # a stop string may still be forming
             gen = self.model.ea_generate(ids, temperature=job.temperature, top_p=job.top_p, top_k=job.top_k,
-                                         max_new_tokens=job.max_tokens, max_length=self.max_length)
+                                         max_new_tokens=job.max_tokens, max_length=self.max_length, generator=rng)
             start, steps, new, text, sent, finish, generated = time.perf_counter(), 0, [], "", "", "length", 0
+            used = 0  # completion tokens as OpenAI counts them: up to the EOS or the stop string, included
             try:
                 for out in gen:
                     steps += 1
                     generated = out.shape[1] - n
-                    new = out[0, n:].tolist()
+                    before, new = len(new), out[0, n:].tolist()
                     cut = next((i for i, t in enumerate(new) if t in self.stop_ids), None)
                     if cut is not None:
                         new, finish = new[:cut], "stop"
+                    used = len(new) + (cut is not None)
                     text = self.tok.decode(new, skip_special_tokens=True)
                     hit = _find_stop(text, job.stop)
                     if hit is not None:
                         text, finish = text[:hit], "stop"
+                        # the stop string ends within this step's tokens: count up to where it does
+                        used = next(k for k in range(max(before, 1), len(new) + 1)
+                                    if _find_stop(self.tok.decode(new[:k], skip_special_tokens=True), job.stop)
+                                    is not None)
                     if finish == "stop" or (cancelled is not None and cancelled.is_set()):
                         break
                     safe = len(text) - hold
@@ -174,7 +191,7 @@ class Engine:
                 gen.close()
             if text.startswith(sent) and len(text) > len(sent):  # what was held back
                 yield Delta(text[len(sent):])
-            yield Done(text, finish, n, len(new), max(steps - 1, 0), generated, time.perf_counter() - start)
+            yield Done(text, finish, n, used, max(steps - 1, 0), generated, time.perf_counter() - start)
 
 
 def _content_text(content, i: int) -> str:
@@ -217,50 +234,82 @@ def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
 
 # ---------------------------------------------------------------------------- request parsing
 
-def _number(body: dict, key: str, default, kind=float, low=None, high=None):
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _number(body: dict, key: str, default, kind=float, low=None, high=None, above=None):
+    """body[key] checked: a finite number (an int for kind=int) in [low, high] and > above."""
     value = body.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-        raise RequestError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}", key)
-    if (low is not None and value < low) or (high is not None and value > high):
-        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)) \
+            or not math.isfinite(value):  # the JSON parser lets NaN and Infinity through
+        raise RequestError(f"{key} must be {'an integer' if kind is int else 'a finite number'}, got {value!r}", key)
+    if (low is not None and value < low) or (high is not None and value > high) or (above is not None and value <= above):
+        lower = f"({above}" if above is not None else f"[{low}"
+        rng = f"in {lower}, {high}]" if high is not None else f"> {above}" if above is not None else f">= {low}"
         raise RequestError(f"{key} must be {rng}, got {value!r}", key)
     return kind(value)
 
 
-def parse_job(body: dict, prompt_ids: tuple[int, ...], cfg: DeployConfig) -> Job:
-    """Sampling settings of a request, checked; unset ones from the config."""
-    if body.get("n", 1) != 1:
+# Request fields that would change the output's meaning if silently ignored.
+UNSUPPORTED = {"tools": "tool calling", "functions": "function calling", "suffix": "suffix (insertion)",
+               "response_format": "response_format", "best_of": "best_of", "logit_bias": "logit_bias"}
+
+
+def _unsupported(body: dict) -> None:
+    for key, what in UNSUPPORTED.items():
+        value = body.get(key)
+        harmless = value is None or value in ([], {}, "") or (key == "best_of" and value == 1) \
+            or (key == "response_format" and isinstance(value, dict) and value.get("type") == "text")
+        if not harmless:
+            raise RequestError(f"{what} is not supported by this server", key)
+    if body.get("tool_choice") not in (None, "none"):
+        raise RequestError("tool calling is not supported by this server", "tool_choice")
+
+
+def parse_job(body: dict, prompt_ids: tuple[int, ...], cfg: DeployConfig, context: int | None = None) -> Job:
+    """Sampling settings of a request, checked; unset ones from the config. `context`: the most
+    prompt + completion tokens the engine holds, so an explicit max_tokens past it is refused."""
+    _unsupported(body)
+    if body.get("n") not in (None, 1):
         raise RequestError("n must be 1: this server generates one completion per request", "n")
-    if body.get("best_of") not in (None, 1):
-        raise RequestError("best_of is not supported", "best_of")
     for key in ("presence_penalty", "frequency_penalty"):
         if body.get(key) not in (None, 0, 0.0):
             raise RequestError(f"{key} is not supported (penalties would change the distribution that speculative "
                                "decoding reproduces)", key)
     if body.get("logprobs") not in (None, False, 0) or body.get("top_logprobs") not in (None, 0):
         raise RequestError("logprobs are not supported", "logprobs")
-    if body.get("logit_bias"):
-        raise RequestError("logit_bias is not supported", "logit_bias")
-    limit = body.get("max_completion_tokens", body.get("max_tokens"))
-    max_tokens = _number({"max_tokens": limit}, "max_tokens", cfg.max_new_tokens, int, 1)
+    if context is not None and len(prompt_ids) >= context:  # refused now, not when its turn comes
+        raise RequestError(f"prompt has {len(prompt_ids)} tokens, at or past this model's context of {context} "
+                           "(less room for the draft tree); shorten it", "prompt")
+    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = _number(body, key, None, int, 1)
+    if max_tokens is not None and context is not None and len(prompt_ids) + max_tokens > context:
+        raise RequestError(f"this model's context holds {context} tokens; the prompt has {len(prompt_ids)} and "
+                           f"{key} asks for {max_tokens} more: lower {key}", key)
     stop = body.get("stop")
     if stop is None:
         stop = ()
     elif isinstance(stop, str):
-        stop = (stop,)
+        stop = (stop,) if stop else ()
     elif isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 4:
         stop = tuple(s for s in stop if s)
     else:
         raise RequestError("stop must be a string or a list of up to 4 strings", "stop")
-    seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise RequestError(f"seed must be an integer, got {seed!r}", "seed")
-    return Job(prompt_ids=prompt_ids, max_tokens=max_tokens,
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise RequestError("stream_options must be an object", "stream_options")
+    # OpenAI's top_p lies in (0, 1]: 0 would mean "no token" there, and "off" in EAGLE's convention
+    # that the library keeps, so a request must say temperature 0 for greedy (as vLLM requires).
+    # top_k -1 is vLLM's "off", 0 ours.
+    top_k = _number(body, "top_k", 0, int, -1)
+    return Job(prompt_ids=prompt_ids, max_tokens=cfg.max_new_tokens if max_tokens is None else max_tokens,
                temperature=_number(body, "temperature", cfg.temperature, float, 0.0),
-               top_p=_number(body, "top_p", cfg.top_p, float, 0.0, 1.0),
-               top_k=_number(body, "top_k", 0, int, 0), stop=stop, seed=seed)
+               top_p=_number(body, "top_p", cfg.top_p, float, high=1.0, above=0.0) if body.get("top_p") is not None
+               else cfg.top_p,
+               top_k=max(top_k, 0), stop=stop, seed=_number(body, "seed", None, int, *INT64),
+               stream=_flag(body, "stream"), include_usage=_flag(options or {}, "include_usage"))
 
 
 # ---------------------------------------------------------------------------- the app
@@ -313,10 +362,27 @@ def build_app(engine: Engine):
         worker.submit(work)
         return queue, cancelled
 
-    async def respond(body: dict, prompt_ids: tuple[int, ...], chat: bool, echo_text: str = ""):
-        job = parse_job(body, prompt_ids, engine.cfg)
+    async def next_event(queue: asyncio.Queue, request: Request, cancelled: threading.Event):
+        """The worker's next event. A client that has gone while its request waited or generated
+        stops it, so that the requests queued behind it are not kept waiting."""
+        while True:
+            try:
+                return await asyncio.wait_for(queue.get(), timeout=0.5)
+            except asyncio.TimeoutError:
+                if await request.is_disconnected():
+                    cancelled.set()
+                    raise ClientGone from None
+
+    async def respond(request: Request, body: dict, prompt_ids: tuple[int, ...], chat: bool, echo_text: str = ""):
+        model = body.get("model")
+        if model is not None and model != engine.name:
+            return error(404, f"the model {model!r} does not exist; this server serves {engine.name!r}", "model",
+                         kind="model_not_found")
+        job = parse_job(body, prompt_ids, engine.cfg, engine.context)
         queue, cancelled = start(job)
-        first = await queue.get()
+        first = await next_event(queue, request, cancelled)
+        if first is None:  # cancelled before it started: its client has gone
+            raise ClientGone
         if isinstance(first, ValueError):  # from EaModel's checks, before any token: the request's fault
             cancelled.set()
             word = str(first).split(" ", 1)[0]
@@ -328,10 +394,10 @@ def build_app(engine: Engine):
         head = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
                 "created": int(time.time()), "model": engine.name}
 
-        if not _flag(body, "stream"):
+        if not job.stream:
             ev = first
             while not isinstance(ev, Done):
-                ev = await queue.get()
+                ev = await next_event(queue, request, cancelled)
                 if isinstance(ev, BaseException) or ev is None:
                     return error(500, f"generation failed: {ev!r}", kind="server_error")
             if chat:
@@ -363,6 +429,8 @@ def build_app(engine: Engine):
                         yield chunk(ev.text)
                     elif isinstance(ev, Done):
                         yield chunk(None, ev.finish_reason, usage=ev.usage(), eagle=ev.stats())
+                        if job.include_usage:  # OpenAI's form: a last chunk with no choices
+                            yield "data: " + json.dumps({**head, "choices": [], "usage": ev.usage()}) + "\n\n"
                     elif isinstance(ev, BaseException):
                         msg = {"error": {"message": f"generation failed: {type(ev).__name__}: {ev}",
                                          "type": "server_error", "param": None, "code": None}}
@@ -378,6 +446,10 @@ def build_app(engine: Engine):
     @app.exception_handler(RequestError)
     async def on_request_error(_request, exc: RequestError):
         return error(400, str(exc), exc.param)
+
+    @app.exception_handler(ClientGone)
+    async def on_client_gone(_request, _exc):
+        return error(499, "the client closed the connection", kind="client_closed_request")
 
     @app.get("/health")
     async def health():
@@ -397,14 +469,14 @@ def build_app(engine: Engine):
         echo = ""
         if _flag(body, "echo"):
             echo = body["prompt"] if isinstance(body["prompt"], str) else engine.tok.decode(list(ids))
-        return await respond(body, ids, chat=False, echo_text=echo)
+        return await respond(request, body, ids, chat=False, echo_text=echo)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = await read_body(request)
         if "messages" not in body:
             raise RequestError("messages is required", "messages")
-        return await respond(body, engine.chat_ids(body["messages"]), chat=True)
+        return await respond(request, body, engine.chat_ids(body["messages"]), chat=True)
 
     return app
 
