@@ -90,6 +90,9 @@ class PhaseClock:
 
     def __init__(self, base: torch.nn.Module, draft: torch.nn.Module):
         self.base, self.draft, self.events, self._handles = base, draft, [], []
+        # a GPU runs kernels after the call returns: wait for them, or a forward looks free
+        dev = next(base.parameters()).device
+        self._sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
 
     def __enter__(self):
         for kind, mod in (("base", self.base), ("draft", self.draft)):
@@ -105,11 +108,13 @@ class PhaseClock:
 
     def _start(self, kind):
         def hook(_m, _args, kwargs):
+            self._sync()
             ids = kwargs.get("input_ids")
             self.events.append([kind, time.perf_counter(), None, ids.shape[-1] if ids is not None else None])
         return hook
 
     def _end(self, _m, _args, _out):
+        self._sync()
         self.events[-1][2] = time.perf_counter()  # draft and base calls never nest
 
     def phases(self) -> dict | None:
