@@ -172,3 +172,29 @@ def test_from_pretrained_folder_round_trip(tmp_path):
     # exporting as the tutorial does (5.4.3) writes loadable folders
     model.ea_model.save_pretrained(tmp_path / "export" / "eagle_model")
     assert torch.equal(load_draft(tmp_path / "export" / "eagle_model").lm_head.weight, model.ea_layer.lm_head.weight)
+
+
+def test_rope_frequencies_stay_float32_in_a_bf16_draft(tmp_path):
+    """Training keeps float32 master weights, so its RoPE angles are float32's; a draft cast to bf16
+    for inference (EaModel, load_draft(dtype=), DeepSpeed) must turn positions by the same angles."""
+    base = tiny_base("qwen2")
+    draft = _draft(base)
+    exact = draft.rotary_emb.inv_freq.clone()
+    draft.save_pretrained(tmp_path / "d")
+    for d in (draft.to(torch.bfloat16), load_draft(tmp_path / "d", dtype=torch.bfloat16),
+              EaModel(base.to(torch.bfloat16), _draft(base)).ea_layer):
+        assert d.lm_head.weight.dtype == torch.bfloat16
+        assert d.rotary_emb.inv_freq.dtype == torch.float32 and torch.equal(d.rotary_emb.inv_freq, exact)
+        x = torch.zeros(1, 1, base.config.hidden_size, dtype=torch.bfloat16)
+        cos, _ = d.rotary_emb(x, torch.tensor([[3000]]))
+        want = torch.cat([3000 * exact] * 2).cos()
+        assert (cos[0, 0].float() - want).abs().max() < 0.01  # bf16 output rounding only
+
+
+def test_a_base_split_over_devices_is_refused():
+    base = tiny_base("qwen2")
+    base.hf_device_map = {"model.embed_tokens": 0, "model.layers": 0, "lm_head": 1}  # as device_map="auto" sets it
+    with pytest.raises(ValueError, match="split over devices 0, 1"):
+        EaModel(base, _draft(base))
+    base.hf_device_map = {"": 0}
+    EaModel(base, _draft(base))

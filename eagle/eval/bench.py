@@ -41,6 +41,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--ea-model-path", default=None,
                    help="draft checkpoint folder (without it an untrained head stands in: baselines only)")
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32", "float16"))
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--workloads", type=_csv(NAMES), default=["code", "chat", "fim", "sample"])
     p.add_argument("--methods", type=_csv(METHOD_ORDER), default=["naive", "hf", "pld", "assisted", "eagle"],
@@ -83,7 +84,7 @@ def load_setup(args):
     import torch
 
     from eagle.eval.methods import Setup, known_assistant
-    from eagle.model.base import load_base, load_tokenizer
+    from eagle.model.base import load_base, load_tokenizer, placement
     from eagle.model.config import DraftConfig
     from eagle.model.draft import Eagle3Draft
     from eagle.model.ea_model import EaModel
@@ -91,9 +92,10 @@ def load_setup(args):
 
     dtype = getattr(torch, args.dtype)
     if args.ea_model_path:
-        model = EaModel.from_pretrained(base_model_path=args.basepath, ea_model_path=args.ea_model_path, dtype=dtype)
+        model = EaModel.from_pretrained(base_model_path=args.basepath, ea_model_path=args.ea_model_path, dtype=dtype,
+                                        **placement(args.device))
     else:
-        base, tok = load_base(args.basepath, dtype=dtype), load_tokenizer(args.basepath)
+        base, tok = load_base(args.basepath, dtype=dtype, **placement(args.device)), load_tokenizer(args.basepath)
         # a small untrained stand-in, so naive/hf/pld run on the same EaModel object
         draft = Eagle3Draft(DraftConfig.from_base(base.config, draft_vocab_size=min(1024, base.config.vocab_size)))
         model = EaModel(base, draft, tok)
@@ -105,7 +107,7 @@ def load_setup(args):
     assistant_path = args.assistant or known_assistant(args.basepath)
     assistant = None
     if "assisted" in args.methods and assistant_path:
-        assistant = load_base(assistant_path, dtype=dtype)
+        assistant = load_base(assistant_path, dtype=dtype, **placement(args.device))
     return Setup(model, assistant), assistant_path
 
 

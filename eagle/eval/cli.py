@@ -39,9 +39,9 @@ def _torch_dtype(name: str):
 
 
 def _device(name: str | None) -> str:
-    import torch
+    from eagle.model.base import default_device
 
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+    return default_device(name)
 
 
 def _tree(args):
@@ -59,11 +59,11 @@ def _tree(args):
 def load_model(args):
     from eagle.model.ea_model import EaModel
 
-    dev = _device(args.device)
-    kw = {"device_map": dev} if dev != "cpu" else {}
+    from eagle.model.base import placement
+
     model = EaModel.from_pretrained(base_model_path=args.basepath, ea_model_path=args.ea_model_path,
                                     use_eagle3=True, total_token=args.total_token, depth=args.depth,
-                                    top_k=args.tree_top_k, dtype=_torch_dtype(args.dtype), **kw)
+                                    top_k=args.tree_top_k, dtype=_torch_dtype(args.dtype), **placement(args.device))
     return model.eval()
 
 

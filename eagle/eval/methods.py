@@ -90,35 +90,49 @@ class PhaseClock:
 
     def __init__(self, base: torch.nn.Module, draft: torch.nn.Module):
         self.base, self.draft, self.events, self._handles = base, draft, [], []
-        # a GPU runs kernels after the call returns: wait for them, or a forward looks free
-        dev = next(base.parameters()).device
-        self._sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+        self._cuda = next(base.parameters()).device.type == "cuda"
+
+    def _now(self):
+        """Wall time on a CPU. A GPU runs a forward's kernels after the call returns, so there the
+        stamp is an event in the stream, read when the run is over: the clock neither waits for
+        the kernels (which would slow the timed run) nor misses them."""
+        if not self._cuda:
+            return time.perf_counter()
+        ev = torch.cuda.Event(enable_timing=True)
+        ev.record()
+        return ev
 
     def __enter__(self):
         for kind, mod in (("base", self.base), ("draft", self.draft)):
             self._handles.append(mod.register_forward_pre_hook(self._start(kind), with_kwargs=True))
             self._handles.append(mod.register_forward_hook(self._end))
-        self.t0 = time.perf_counter()
+        self.t0 = self._now()
         return self
 
     def __exit__(self, *exc):
-        self.t_end = time.perf_counter()
+        self.t_end = self._now()
         for h in self._handles:
             h.remove()
 
     def _start(self, kind):
         def hook(_m, _args, kwargs):
-            self._sync()
             ids = kwargs.get("input_ids")
-            self.events.append([kind, time.perf_counter(), None, ids.shape[-1] if ids is not None else None])
+            self.events.append([kind, self._now(), None, ids.shape[-1] if ids is not None else None])
         return hook
 
     def _end(self, _m, _args, _out):
-        self._sync()
-        self.events[-1][2] = time.perf_counter()  # draft and base calls never nest
+        self.events[-1][2] = self._now()  # draft and base calls never nest
+
+    def _seconds(self) -> tuple[list, float]:
+        """The events with their stamps in seconds, and the end."""
+        if not self._cuda:
+            return self.events, self.t_end
+        self.t_end.synchronize()
+        at = lambda e: self.t0.elapsed_time(e) / 1e3  # noqa: E731 - ms on the GPU's timeline
+        return [[k, at(a), at(b), n] for k, a, b, n in self.events], at(self.t_end)
 
     def phases(self) -> dict | None:
-        ev = self.events
+        ev, t_end = self._seconds()
         if len(ev) < 3 or ev[0][0] != "base" or ev[1][0] != "draft":
             return None  # stopped at the first token: no cycle ran
         start, draft_s, verify_s, verify_each, sizes, cycles = ev[1][2], 0.0, 0.0, [], [], 0
@@ -133,7 +147,7 @@ class PhaseClock:
             elif after_verify:  # the commit of the accepted tokens
                 draft_s += t1 - t0
                 start, after_verify = t1, False
-        decode_s = self.t_end - ev[1][2]
+        decode_s = t_end - ev[1][2]
         return {"draft_s": draft_s, "verify_s": verify_s, "other_s": max(decode_s - draft_s - verify_s, 0.0),
                 "decode_s": decode_s, "cycles": cycles, "verify_each_s": verify_each, "tree_sizes": sizes}
 

@@ -46,6 +46,17 @@ def _read_json(path: Path) -> dict:
     return d if isinstance(d, dict) else {}
 
 
+def default_device(device: str | None = None) -> str:
+    """The device asked for, else cuda when the machine has one."""
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def placement(device: str | None = None) -> dict:
+    """`from_pretrained` kwargs that load a model onto the device (the CPU needs none)."""
+    dev = default_device(device)
+    return {} if dev == "cpu" else {"device_map": dev}
+
+
 def load_base(path: str, **kwargs):
     """The base model, eval mode, frozen. kwargs reach `from_pretrained` (dtype, device_map, ...)."""
     path, extra = _locate(path)

@@ -53,9 +53,12 @@ class DraftAttention(nn.Module):
         v = self.v_proj(x).view(b, s, self.n_kv, self.head_dim).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         k_all, v_all = (k, v) if past_kv is None else (torch.cat([past_kv[0], k], 2), torch.cat([past_kv[1], v], 2))
+        gqa = self.n_kv != self.n_heads
+        if gqa and mask is not None:  # no fused CUDA kernel takes both a mask and GQA: share the heads here
+            k_all, v_all = (t.repeat_interleave(self.n_heads // self.n_kv, 1) for t in (k_all, v_all))
+            gqa = False
         out = F.scaled_dot_product_attention(
-            q, k_all, v_all, attn_mask=mask, is_causal=mask is None and past_kv is None and s > 1,
-            enable_gqa=self.n_kv != self.n_heads,
+            q, k_all, v_all, attn_mask=mask, is_causal=mask is None and past_kv is None and s > 1, enable_gqa=gqa,
         )
         return self.o_proj(out.transpose(1, 2).reshape(b, s, -1)), k, v
 
@@ -86,10 +89,21 @@ class Eagle3Draft(nn.Module):
         self.norm = LlamaRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.draft_vocab_size, bias=False)
         self.rotary_emb = LlamaRotaryEmbedding(cfg.llama_config())
+        self._inv_freq = self.rotary_emb.inv_freq.clone()  # float32, not a buffer: .to(dtype) leaves it
         # d2t[i] = target_id(i) - i; t2d[t] marks target ids that the draft vocabulary holds.
         # Until set_vocab_mapping, the draft vocabulary is the first draft_vocab_size base ids.
         self.register_buffer("d2t", torch.zeros(cfg.draft_vocab_size, dtype=torch.long))
         self.register_buffer("t2d", torch.arange(cfg.vocab_size) < cfg.draft_vocab_size)
+
+    def _apply(self, fn, recurse=True):
+        # RoPE frequencies stay float32 through .to(bfloat16), .half() and DeepSpeed's casts:
+        # rounded to bf16 they are off by up to 0.4%, which turns a position 2,000 tokens in by over
+        # a radian, and training with float32 master weights never saw those angles.
+        super()._apply(fn, recurse)
+        rot = self.rotary_emb
+        self._inv_freq = self._inv_freq.to(rot.inv_freq.device)
+        rot.inv_freq, rot.original_inv_freq = self._inv_freq, self._inv_freq.clone()
+        return self
 
     def forward(self, hidden: torch.Tensor, embeds: torch.Tensor, position_ids: torch.Tensor,
                 past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,

@@ -28,6 +28,10 @@ class EaModel(nn.Module):
     def __init__(self, base_model, ea_layer: Eagle3Draft, tokenizer=None, tree: TreeConfig | None = None):
         super().__init__()
         check_compatible(ea_layer.config, base_model.config)
+        spread = sorted({str(d) for d in (getattr(base_model, "hf_device_map", None) or {}).values()})
+        if len(spread) > 1:  # the loop indexes caches, features and logits on one device
+            raise ValueError(f"the base is split over devices {', '.join(spread)} (device_map); speculative "
+                             "decoding needs it on one: load it with device_map='cuda:0' (or another single device)")
         self.base_model = base_model
         self.ea_layer = ea_layer.to(device=base_model.device, dtype=base_model.dtype).eval()
         self.tokenizer = tokenizer
@@ -75,8 +79,11 @@ class EaModel(nn.Module):
         max_pos = getattr(cfg, "max_position_embeddings", None)
         return min(max_length, max_pos - self.tree.depth - 1) if max_pos else max_length
 
-    def _prepare(self, input_ids, temperature, top_p, top_k, max_new_tokens, max_length):
+    def _prepare(self, input_ids, temperature, top_p, top_k, max_new_tokens, max_length, generator=None):
         sp = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k)
+        if generator is not None and generator.device.type != self.device.type:
+            raise ValueError(f"generator is on {generator.device}, the model on {self.device}: "
+                             f"use torch.Generator({str(self.device)!r})")
         input_ids = torch.as_tensor(input_ids)
         if input_ids.dim() == 1:
             input_ids = input_ids[None]
@@ -107,7 +114,8 @@ class EaModel(nn.Module):
                     generator: torch.Generator | None = None, on_phase=None) -> Iterator[torch.Tensor]:
         """Yields prompt+output ids after every base forward (streaming). generator: the random
         draws of sampling (default torch's global one); on_phase: see `speculative_decode`."""
-        input_ids, sp, limits = self._prepare(input_ids, temperature, top_p, top_k, max_new_tokens, max_length)
+        input_ids, sp, limits = self._prepare(input_ids, temperature, top_p, top_k, max_new_tokens, max_length,
+                                              generator)
         if limits.max_new_tokens == 0:
             yield input_ids
             return
@@ -117,7 +125,8 @@ class EaModel(nn.Module):
     def naive_generate(self, input_ids, temperature: float = 0.0, top_p: float = 0.0, top_k: int = 0,
                        max_new_tokens: int = 512, max_length: int = 2048, log: bool = False, *,
                        generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
-        input_ids, sp, limits = self._prepare(input_ids, temperature, top_p, top_k, max_new_tokens, max_length)
+        input_ids, sp, limits = self._prepare(input_ids, temperature, top_p, top_k, max_new_tokens, max_length,
+                                              generator)
         if limits.max_new_tokens == 0:
             yield input_ids
             return

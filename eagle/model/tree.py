@@ -103,7 +103,8 @@ def draft_tree(draft: Eagle3Draft, embed: torch.nn.Module, kv: DraftKV, h_root: 
         if e:
             has_parent = f_parent_row >= 0
             new_anc[has_parent, :e] = exp_anc[f_parent_row[has_parent]]
-        new_anc[torch.arange(m), e + torch.arange(m)] = True
+        idx = torch.arange(m, device=dev)
+        new_anc[idx, e + idx] = True
         exp_anc = torch.cat([torch.nn.functional.pad(exp_anc, (0, m)), new_anc], 0)
         mask = torch.cat([torch.ones(m, n, dtype=torch.bool, device=dev), new_anc], 1)[None, None]
         past = kv.kv if tree_k is None else (torch.cat([kv.k, tree_k], 2), torch.cat([kv.v, tree_v], 2))

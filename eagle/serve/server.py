@@ -306,8 +306,7 @@ def parse_job(body: dict, prompt_ids: tuple[int, ...], cfg: DeployConfig, contex
     top_k = _number(body, "top_k", 0, int, -1)
     return Job(prompt_ids=prompt_ids, max_tokens=cfg.max_new_tokens if max_tokens is None else max_tokens,
                temperature=_number(body, "temperature", cfg.temperature, float, 0.0),
-               top_p=_number(body, "top_p", cfg.top_p, float, high=1.0, above=0.0) if body.get("top_p") is not None
-               else cfg.top_p,
+               top_p=_number(body, "top_p", cfg.top_p, float, high=1.0, above=0.0),
                top_k=max(top_k, 0), stop=stop, seed=_number(body, "seed", None, int, *INT64),
                stream=_flag(body, "stream"), include_usage=_flag(options or {}, "include_usage"))
 
@@ -494,13 +493,12 @@ def default_name(cfg: DeployConfig) -> str:
 def load_engine(cfg: DeployConfig, device: str | None = None) -> Engine:
     import torch
 
+    from eagle.model.base import placement
     from eagle.model.ea_model import EaModel
 
     dtype = cfg.dtype or "bfloat16"
     kw = {"dtype": "auto" if dtype == "auto" else getattr(torch, dtype)}
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device != "cpu":
-        kw["device_map"] = device
+    kw.update(placement(device))
     model = EaModel.from_pretrained(base_model_path=cfg.resolve("base_model_path"),
                                     ea_model_path=cfg.resolve("eagle_model_path"), use_eagle3=cfg.use_eagle3,
                                     total_token=cfg.total_token, depth=cfg.depth, top_k=cfg.top_k,

@@ -118,7 +118,8 @@ def setup(cfg: TrainConfig) -> Runtime:
     elif ds_prec in ("fp16", "bf16") and cuda:
         dtype = DTYPES[ds_prec]
     elif cuda:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # emulated bf16 (V100, T4) has no tensor cores: those GPUs train in fp16
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     else:
         dtype = torch.bfloat16  # CPUs with AMX/AVX-512-bf16 (DESIGN §5) run bf16 fastest
     if dtype == torch.float16 and not cuda:

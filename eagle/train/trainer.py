@@ -139,7 +139,9 @@ def _check_resume_model(resume: Resume, dcfg: DraftConfig, fingerprint: str) -> 
 
 def _load_base(cfg: TrainConfig, rt: Runtime):
     try:
-        base = load_base(cfg.basepath, dtype=rt.dtype, trust_remote_code=cfg.trust_remote_code)
+        # straight onto this process's GPU: through host memory, n processes would hold n copies there
+        where = {} if rt.device.type == "cpu" else {"device_map": {"": rt.device}}
+        base = load_base(cfg.basepath, dtype=rt.dtype, trust_remote_code=cfg.trust_remote_code, **where)
     except (OSError, ValueError) as e:
         raise TrainError(f"--basepath {cfg.basepath}: cannot load the base model: {e}") from None
     return base.to(rt.device)
