@@ -54,7 +54,7 @@ class DraftAttention(nn.Module):
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         k_all, v_all = (k, v) if past_kv is None else (torch.cat([past_kv[0], k], 2), torch.cat([past_kv[1], v], 2))
         gqa = self.n_kv != self.n_heads
-        if gqa and mask is not None:  # no fused CUDA kernel takes both a mask and GQA: share the heads here
+        if gqa and mask is not None and q.is_cuda:  # no fused CUDA kernel takes a mask with GQA: share heads here
             k_all, v_all = (t.repeat_interleave(self.n_heads // self.n_kv, 1) for t in (k_all, v_all))
             gqa = False
         out = F.scaled_dot_product_attention(
