@@ -98,35 +98,39 @@ def accept_targets(tree: Tree, target: torch.Tensor) -> tuple[torch.Tensor, torc
 def accept_sampling(tree: Tree, logits: torch.Tensor, sp: SamplingParams,
                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Lossless for deterministic (top-k) drafts: at a node with target distribution p, try the
-    children in draft order, accepting child x with probability p(x); on rejection set p(x) = 0 and
-    renormalise. This is a sequential draw from p, so the output follows p exactly. If no child is
-    accepted, the bonus token is drawn from the residual p."""
-    rows: dict[int, torch.Tensor] = {}  # p of the visited nodes only: top-p sorts the whole vocabulary
-
-    def p_at(i: int) -> torch.Tensor:
-        if i not in rows:
-            rows[i] = sp.probs(logits[i])
-        return rows[i]
-
+    children in draft order, accepting child x with probability p(x) / (the mass not yet rejected),
+    i.e. p(x) in p renormalised after zeroing the rejected children. This is a sequential draw from
+    p, so the output follows p exactly. If no child is accepted, the bonus token is drawn from that
+    residual. One device read and one batch of uniforms per visited node, not one per child."""
     parents, tokens = tree.parents.tolist(), tree.tokens.tolist()
     children: dict[int, list[int]] = {}
     for i in range(1, len(parents)):
         children.setdefault(parents[i], []).append(i)
     node, path = 0, [0]
     while True:
-        p = p_at(node)
-        for c in children.get(node, []):
-            x = tokens[c]
-            if torch.rand((), generator=generator, device=p.device) < p[x]:
-                node = c
-                break
-            p = p.clone()
-            p[x] = 0.0
-            s = p.sum()
-            p = p / s if s > 0 else p_at(node)
-        else:
+        p = sp.probs(logits[node])  # visited nodes only: top-p sorts the whole vocabulary
+        kids = children.get(node, [])  # distinct tokens: top-k of one draw, the lookup branch merged
+        accepted, rejected = None, []
+        if kids:
+            ids = torch.tensor([tokens[c] for c in kids], device=p.device)
+            *probs, left = torch.cat([p[ids], p.sum().view(1)]).tolist()
+            draws = torch.rand(len(kids), generator=generator, device=p.device).tolist()
+            for c, pc, u in zip(kids, probs, draws):
+                if left <= 0:  # float rounding: every bit of mass was rejected
+                    break
+                if u * left < pc:
+                    accepted = c
+                    break
+                rejected.append(tokens[c])
+                left -= pc
+        if accepted is None:
+            if rejected:
+                residual = p.clone()
+                residual[torch.tensor(rejected, device=p.device)] = 0.0
+                p = residual if residual.sum() > 0 else p
             bonus = torch.multinomial(p, 1, generator=generator)[0]
             return torch.tensor(path, device=logits.device), bonus
+        node = accepted
         path.append(node)
 
 
