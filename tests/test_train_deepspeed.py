@@ -19,6 +19,23 @@ from eagle.train.tiny import write_tiny
 MAIN_DIR = Path(__file__).resolve().parents[1] / "eagle" / "traineagle3"
 
 
+@pytest.mark.parametrize("asked,ds_prec,cuda,bf16_native,want,notice", [
+    ("auto", "fp16", True, True, torch.bfloat16, "the draft trains in fp16"),  # the tutorial's config on an A100
+    ("auto", "fp16", True, False, torch.float16, None),  # V100 / T4: emulated bf16 is no use
+    ("auto", None, True, False, torch.float16, None),
+    ("auto", "bf16", True, True, torch.bfloat16, None),
+    ("auto", None, False, False, torch.bfloat16, None),  # a CPU
+    ("fp16", None, False, False, torch.bfloat16, "fp16 is not supported for training on CPU"),
+    ("fp32", "bf16", True, True, torch.float32, "(--dtype fp32)"),
+])
+def test_the_base_dtype_for_the_hardware(asked, ds_prec, cuda, bf16_native, want, notice):
+    from eagle.train.runtime import base_dtype
+
+    notices = []
+    assert base_dtype(asked, ds_prec, cuda, bf16_native, notices) == want
+    assert (notice is None and not notices) or (notice is not None and any(notice in n for n in notices))
+
+
 def test_tutorial_config_without_gpu_reads_batch_from_it(monkeypatch):
     cfg = TrainConfig(basepath="b", trainpath="t", testpath="v", deepspeed_config=str(MAIN_DIR / "ds_config.json"))
     if torch.cuda.is_available():

@@ -112,22 +112,9 @@ def setup(cfg: TrainConfig) -> Runtime:
         else:
             use_ds = True
 
-    # dtype
-    if cfg.dtype != "auto":
-        dtype = DTYPES[cfg.dtype]
-    elif ds_prec in ("fp16", "bf16") and cuda:
-        dtype = DTYPES[ds_prec]
-    elif cuda:
-        # emulated bf16 (V100, T4) has no tensor cores: those GPUs train in fp16
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
-    else:
-        dtype = torch.bfloat16  # CPUs with AMX/AVX-512-bf16 (DESIGN §5) run bf16 fastest
-    if dtype == torch.float16 and not cuda:
-        notices.append("fp16 is not supported for training on CPU: using bf16 instead")
-        dtype = torch.bfloat16
-    if use_ds and ds_prec in ("fp16", "bf16") and DTYPES[ds_prec] != dtype:
-        notices.append(f"--dtype {cfg.dtype} differs from the DeepSpeed config's {ds_prec}: the draft trains in "
-                       f"{ds_prec} under DeepSpeed, the base runs in {str(dtype).replace('torch.', '')}")
+    # emulated bf16 (V100, T4) has no tensor cores: those GPUs run fp16
+    bf16_native = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
+    dtype = base_dtype(cfg.dtype, ds_prec if use_ds else None, cuda, bf16_native, notices)
 
     ds = ds or {}
     batch = cfg.batch_size or int(ds.get("train_micro_batch_size_per_gpu") or 2)
@@ -161,6 +148,26 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def base_dtype(asked: str, ds_prec: str | None, cuda: bool, bf16_native: bool, notices: list[str]) -> torch.dtype:
+    """The base's dtype (and the draft's without DeepSpeed): --dtype, else the hardware's best.
+    ds_prec: the precision DeepSpeed trains the draft in, when it runs. A base runs in bf16 where
+    the GPU has it even under an fp16 DeepSpeed config (the tutorial's): fp16's range is too small
+    for the activations inside many bases, and only the draft's training needs a loss scale."""
+    if asked != "auto":
+        dtype = DTYPES[asked]
+    elif not cuda:
+        dtype = torch.bfloat16  # CPUs with AMX/AVX-512-bf16 (DESIGN §5) run bf16 fastest
+    else:
+        dtype = torch.bfloat16 if bf16_native else torch.float16
+    if dtype == torch.float16 and not cuda:
+        notices.append("fp16 is not supported for training on CPU: using bf16 instead")
+        dtype = torch.bfloat16
+    if ds_prec in ("fp16", "bf16") and DTYPES[ds_prec] != dtype:
+        notices.append(f"the draft trains in {ds_prec} (the DeepSpeed config), the base runs in "
+                       f"{str(dtype).replace('torch.', '')}" + ("" if asked == "auto" else f" (--dtype {asked})"))
+    return dtype
 
 
 def deepspeed_config_for(rt: Runtime) -> dict:
