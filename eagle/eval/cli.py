@@ -38,12 +38,6 @@ def _torch_dtype(name: str):
     return "auto" if name == "auto" else getattr(torch, name)
 
 
-def _device(name: str | None) -> str:
-    from eagle.model.base import default_device
-
-    return default_device(name)
-
-
 def _tree(args):
     from eagle.model.tree import TreeConfig
 
@@ -51,15 +45,16 @@ def _tree(args):
         return None
     import torch
 
-    auto = TreeConfig.for_device(torch.device(_device(args.device)))
+    from eagle.model.base import default_device
+
+    auto = TreeConfig.for_device(torch.device(default_device(args.device)))
     return TreeConfig(total_token=args.total_token or auto.total_token, depth=args.depth or auto.depth,
                       top_k=args.tree_top_k or auto.top_k)
 
 
 def load_model(args):
-    from eagle.model.ea_model import EaModel
-
     from eagle.model.base import placement
+    from eagle.model.ea_model import EaModel
 
     model = EaModel.from_pretrained(base_model_path=args.basepath, ea_model_path=args.ea_model_path,
                                     use_eagle3=True, total_token=args.total_token, depth=args.depth,
@@ -131,6 +126,7 @@ def _fail(msg: str) -> int:
 
 def cmd_checkpoints(args) -> int:
     from eagle.eval.checkpoints import _train_config, evaluate_all_checkpoints, find_checkpoints
+    from eagle.model.base import default_device
 
     try:
         ckpts = find_checkpoints(args.savedir, args.every)
@@ -140,7 +136,7 @@ def cmd_checkpoints(args) -> int:
             return _fail("--testpath is needed (the run's train_config.json names none)")
         if not Path(testpath).is_file():
             return _fail(f"test file not found: {testpath}")
-        dev = _device(args.device)
+        dev = default_device(args.device)
         results = evaluate_all_checkpoints(args.savedir, testpath, args.basepath, every=args.every,
                                            data_format=args.data_format, num_samples=args.num_samples or None,
                                            num_prompts=args.num_prompts, max_new_tokens=args.max_new_tokens,

@@ -72,12 +72,17 @@ class EaModel(nn.Module):
         return self.tokenizer
 
     # ---- generation ----------------------------------------------------------------------
-    def context_limit(self, max_length: int) -> int:
+    def context_limit(self, max_length: int, prompt_tokens: int = 0) -> int:
         """The most prompt + new tokens a generation may hold: max_length, within the model's
-        context less room for one draft tree past the last token."""
+        context less room for one draft tree past the last token. ValueError when a prompt of
+        `prompt_tokens` already fills it."""
         cfg = getattr(self.base_model.config, "text_config", None) or self.base_model.config
         max_pos = getattr(cfg, "max_position_embeddings", None)
-        return min(max_length, max_pos - self.tree.depth - 1) if max_pos else max_length
+        limit = min(max_length, max_pos - self.tree.depth - 1) if max_pos else max_length
+        if prompt_tokens and prompt_tokens >= limit:
+            raise ValueError(f"prompt has {prompt_tokens} tokens, at or past max_length={limit} "
+                             "(the model's context, less room for the draft tree); shorten it or raise max_length")
+        return limit
 
     def _prepare(self, input_ids, temperature, top_p, top_k, max_new_tokens, max_length, generator=None):
         sp = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k)
@@ -94,10 +99,7 @@ class EaModel(nn.Module):
             raise ValueError("empty prompt: input_ids has no tokens")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-        max_length = self.context_limit(max_length)
-        if n >= max_length:
-            raise ValueError(f"prompt has {n} tokens, at or past max_length={max_length} "
-                             "(the model's context, less room for the draft tree); shorten it or raise max_length")
+        max_length = self.context_limit(max_length, n)
         limits = Limits(max_new_tokens=min(max_new_tokens, max_length - n),
                         eos_ids=eos_token_ids(self.base_model, self.tokenizer))
         return input_ids.to(self.device), sp, limits

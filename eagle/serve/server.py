@@ -280,9 +280,6 @@ def parse_job(body: dict, prompt_ids: tuple[int, ...], cfg: DeployConfig, contex
                                "decoding reproduces)", key)
     if body.get("logprobs") not in (None, False, 0) or body.get("top_logprobs") not in (None, 0):
         raise RequestError("logprobs are not supported", "logprobs")
-    if context is not None and len(prompt_ids) >= context:  # refused now, not when its turn comes
-        raise RequestError(f"prompt has {len(prompt_ids)} tokens, at or past this model's context of {context} "
-                           "(less room for the draft tree); shorten it", "prompt")
     key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = _number(body, key, None, int, 1)
     if max_tokens is not None and context is not None and len(prompt_ids) + max_tokens > context:
@@ -377,6 +374,10 @@ def build_app(engine: Engine):
         if model is not None and model != engine.name:
             return error(404, f"the model {model!r} does not exist; this server serves {engine.name!r}", "model",
                          kind="model_not_found")
+        try:  # refused now, not when its turn comes
+            engine.model.context_limit(engine.max_length, len(prompt_ids))
+        except ValueError as e:
+            raise RequestError(str(e), "prompt") from None
         job = parse_job(body, prompt_ids, engine.cfg, engine.context)
         queue, cancelled = start(job)
         first = await next_event(queue, request, cancelled)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from eagle.model.base import load_base, load_tokenizer
+from eagle.model.base import load_base, load_tokenizer, placement
 from eagle.model.checkpoint import check_compatible, load_draft
 from eagle.model.config import DraftConfig
 from eagle.model.draft import Eagle3Draft
@@ -140,8 +140,8 @@ def _check_resume_model(resume: Resume, dcfg: DraftConfig, fingerprint: str) -> 
 def _load_base(cfg: TrainConfig, rt: Runtime):
     try:
         # straight onto this process's GPU: through host memory, n processes would hold n copies there
-        where = {} if rt.device.type == "cpu" else {"device_map": {"": rt.device}}
-        base = load_base(cfg.basepath, dtype=rt.dtype, trust_remote_code=cfg.trust_remote_code, **where)
+        base = load_base(cfg.basepath, dtype=rt.dtype, trust_remote_code=cfg.trust_remote_code,
+                         **placement(str(rt.device)))
     except (OSError, ValueError) as e:
         raise TrainError(f"--basepath {cfg.basepath}: cannot load the base model: {e}") from None
     return base.to(rt.device)
