@@ -55,3 +55,55 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     for key in ("acc", "loss", "train_acc", "train_ploss", "test_acc", "test_ploss", "train_loss"):
         assert ma[key] == pytest.approx(mb[key], rel=1e-6, abs=1e-9), key
     assert ma["tokens_seen"] == mb["tokens_seen"] and ma["global_step"] == mb["global_step"] == 2 * 32 // 4
+
+
+def _cache_worker(rank: int, port: int, root: str, shared: bool, results) -> None:
+    """One process of a two-process group building the offline feature cache; `shared=False` gives
+    each its own folder, as two machines with local disks would have."""
+    import torch.distributed as dist
+
+    from eagle.train.dataset import Sample, TrainError
+    from eagle.train.features import base_fingerprint
+    from eagle.train.report import Reporter
+    from eagle.train.runtime import Runtime
+    from eagle.train.tiny import tiny_base
+    from eagle.train.trainer import _build_features
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        base = tiny_base()
+        g = torch.Generator().manual_seed(0)
+        data = [Sample(torch.randint(0, 256, (12,), generator=g).tolist(), [1] * 12) for _ in range(6)]
+        rt = Runtime(rank, 2, 0, torch.device("cpu"), torch.float32, 2, 1, 0.0, False, None)
+        savedir = Path(root) / ("shared" if shared else f"node{rank}")
+        savedir.mkdir(parents=True, exist_ok=True)
+        cfg = TrainConfig(basepath="tiny", trainpath="x", savedir=str(savedir))
+        try:
+            src = _build_features(cfg, rt, Reporter(None, False), savedir, base, (0, 1, 2),
+                                  {"train": data}, base_fingerprint(base))
+            results[rank] = f"ok {sum(int(src.batch('train', [i]).lengths.sum()) for i in range(6))}"
+        except TrainError as e:
+            results[rank] = f"error {e}"
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_feature_cache_must_be_seen_by_every_process(tmp_path, shared):
+    """Two processes cache half the samples each. On a shared folder both read all six; on two
+    folders (machines without a shared filesystem) both stop with the way out, none hangs."""
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.start_processes(_cache_worker, args=(port, str(tmp_path), shared, results), nprocs=2,
+                       start_method="spawn", join=True)
+    if shared:
+        assert results[0] == results[1] == "ok 72"
+    else:
+        for r in (0, 1):
+            assert results[r].startswith("error the feature cache in") and "--cache_dir" in results[r], results[r]
+        assert "expected 6" in results[0] and "lists no train set" in results[1]

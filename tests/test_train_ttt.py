@@ -202,6 +202,45 @@ def test_global_batch_split_does_not_change_the_gradient(base):
     assert torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("autocast", [None, torch.bfloat16])
+def test_chunked_logits_give_the_same_loss_and_gradient(base, autocast):
+    """Past `logit_chunk` elements the lm_head and loss run in row chunks recomputed in backward
+    (checkpoint, under the forward's autocast): same loss, counts, hits and gradient, and the graph
+    keeps no tensor of all rows x draft vocabulary."""
+    samples = _samples(3, (20, 14, 9))
+    target_ids = build_vocab(samples, 264, 48)  # Vd 48 != H 64
+    runner = BaseRunner(base, DraftConfig.from_base(base.config, 48).aux_layer_ids)
+    results = []
+    for chunk in (2 ** 26, 5 * 48):  # one call; chunks of 5 rows
+        draft = _draft(base, vd=48)
+        draft.set_vocab_mapping(target_ids)
+        p = prepare(OnlineSource(runner, {"train": samples}).batch("train", [0, 1, 2]),
+                    base.get_input_embeddings().weight, draft.t2d, "cpu")
+        p.target_p = TargetHead.from_base(base, target_ids).log_probs(p.hidden_valid).exp()
+        denom = step_counts(p.valid, 4)
+        obj = TTTObjective(draft, 4, 0.8, autocast_dtype=autocast, logit_chunk=chunk)
+        largest = [0]
+
+        def pack(t):
+            if t.dim() == 2 and t.shape[1] == 48 and t.shape[0] != 64:  # [rows, Vd], not a weight
+                largest[0] = max(largest[0], t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = obj(p.features, p.embeds, p.valid, p.target_p, p.target_idx, denom)
+        out.loss.backward()
+        grad = torch.cat([q.grad.flatten() for q in draft.parameters()])
+        results.append((out, grad, largest[0]))
+    (a, ga, big), (b, gb, small) = results
+    rows = int(a.count.sum())
+    assert rows > 2 * 5 and big >= rows * 48 and small <= 5 * 48
+    assert a.count.tolist() == b.count.tolist() and a.correct.tolist() == b.correct.tolist()
+    tol = 1e-5 if autocast is None else 1e-2
+    assert torch.allclose(a.loss, b.loss, rtol=tol) and torch.allclose(a.ploss_sum, b.ploss_sum, rtol=tol)
+    # bf16 products summed in another order: a bf16 step of the largest gradient apart at most
+    assert torch.allclose(ga, gb, rtol=tol, atol=1e-7 if autocast is None else 2 ** -7 * float(ga.abs().max()))
+
+
 def test_vocab_is_the_most_frequent_targets():
     samples = [Sample([5, 5, 5, 7, 7, 9, 1, 2], [1, 1, 1, 1, 1, 1, 0, 0]), Sample([7, 3], [1, 0])]
     ids = build_vocab(samples, 16, 2)

@@ -184,7 +184,8 @@ def speculative_decode(base, draft: Eagle3Draft, input_ids: torch.Tensor, sp: Sa
     feats = fused_features(out.hidden_states, aux)  # [1, n, 3H]
     d = draft(feats, embed(torch.cat([input_ids[0, 1:], token.view(1)]))[None], torch.arange(n, device=dev)[None])
     kv, h_last = DraftKV(d.key, d.value), d.hidden[0, -1]
-    context = torch.cat([input_ids[0], token.view(1)])  # every token so far, for prompt lookup
+    # every token so far, for prompt lookup: on the CPU, where its searches cost no device syncs
+    context = torch.cat([input_ids[0], token.view(1)]).cpu()
     while True:
         phase("draft")
         tree = draft_tree(draft, embed, kv, h_last, token, tree_cfg)
@@ -202,7 +203,8 @@ def speculative_decode(base, draft: Eagle3Draft, input_ids: torch.Tensor, sp: Sa
             path, bonus = accept_sampling(tree, logits, sp, generator)
         keep_path(cache, n, path)
         new = torch.cat([tree.tokens[path[1:]], bonus.view(1)])  # [m] = accepted drafts + bonus
-        step, done = _cut(new.tolist(), limits.max_new_tokens - produced, limits.eos_ids)
+        new_ids = new.tolist()
+        step, done = _cut(new_ids, limits.max_new_tokens - produced, limits.eos_ids)
         produced += len(step)
         yield step
         if done:
@@ -216,4 +218,4 @@ def speculative_decode(base, draft: Eagle3Draft, input_ids: torch.Tensor, sp: Sa
         d = draft(feats[None], embed(new)[None], pos[None], past_kv=kv.kv, mask=causal)
         kv.append(d.key, d.value)
         h_last, token, n = d.hidden[0, -1], bonus, n + m
-        context = torch.cat([context, new])
+        context = torch.cat([context, torch.tensor(new_ids, dtype=context.dtype)])

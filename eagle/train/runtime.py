@@ -53,6 +53,10 @@ class Runtime:
         dist.all_reduce(t)
         return t
 
+    def all_true(self, flag: bool) -> bool:
+        """Whether `flag` holds in every process (each process takes the same branch after it)."""
+        return int(self.all_sum(torch.tensor([int(not flag)]))) == 0
+
 
 def read_ds_config(path: str | None) -> dict | None:
     if not path:

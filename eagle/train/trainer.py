@@ -156,7 +156,8 @@ def _build_features(cfg, rt, rep, savedir, base, aux, samples, fingerprint):
     for split, data in samples.items():
         key = FeatureCache.key(fingerprint, aux, rt.dtype, data)
         rt.barrier()
-        if cache.has(split, key):
+        # every process must take the same branch: the writing one has barriers
+        if rt.all_true(cache.has(split, key)):
             rep.line(f"Using cached base features for the {split} set ({len(data)} samples) in {cache.dir}")
         else:
             rep.line(f"Caching base features for the {split} set ({len(data)} samples) in {cache.dir}")
@@ -172,7 +173,19 @@ def _build_features(cfg, rt, rep, savedir, base, aux, samples, fingerprint):
             rep.line(f"Cached {split}: {n_tok} tokens in {dt:.1f} s ({n_tok / max(dt, 1e-9):.0f} tokens/s), "
                      f"{cache.size_bytes() / 2 ** 20:.0f} MiB on disk")
         rt.barrier()
-        readers[split] = cache.reader(split)
+        # Each process wrote its own shards and rank 0 the manifest: every process must see them all.
+        # On machines without a shared filesystem this is where it shows, before any training.
+        try:
+            readers[split] = cache.reader(split)
+            problem = ""
+        except (KeyError, RuntimeError, OSError) as e:
+            problem = str(e) if not isinstance(e, KeyError) else f"{cache.manifest_path} lists no {split} set"
+        if not rt.all_true(not problem):
+            raise TrainError(
+                f"the feature cache in {cache.dir} is not complete in every process"
+                f"{f' (here: {problem})' if problem else ''}. Processes write their own shards and rank 0 "
+                "the manifest, so on several machines --cache_dir must be a folder they all share; "
+                "otherwise use --features online")
     return StoredSource(samples, readers)
 
 
