@@ -107,3 +107,55 @@ def test_feature_cache_must_be_seen_by_every_process(tmp_path, shared):
         for r in (0, 1):
             assert results[r].startswith("error the feature cache in") and "--cache_dir" in results[r], results[r]
         assert "expected 6" in results[0] and "lists no train set" in results[1]
+
+
+def _train_worker(rank: int, port: int, cfg: dict, results) -> None:
+    """One process of a two-process torchrun-style group running `train`, in its own savedir."""
+    from eagle.train.dataset import TrainError
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    config = TrainConfig.from_dict(cfg).replace(savedir=str(Path(cfg["savedir"]) / f"node{rank}"))
+    try:
+        train(config)
+        results[rank] = "trained"
+    except TrainError as e:
+        results[rank] = f"error {e}"
+
+
+def test_processes_must_see_the_same_resume_state(tmp_path):
+    """A resumable state that only rank 0 sees (two machines, local disks) would have it train the
+    last epoch while the other trains both, and the group hang: every process stops at once."""
+    import shutil
+
+    import torch.multiprocessing as mp
+
+    tiny = write_tiny(tmp_path / "tiny", n_train=16, n_test=4)
+    cfg = TrainConfig(basepath=str(tiny["base"]), trainpath=str(tiny["train"]), testpath=str(tiny["test"]),
+                      data_format="fim", num_epochs=1, batch_size=2, max_length=64, draft_vocab_size=128,
+                      dtype="fp32", features="online", savedir=str(tmp_path / "first"))
+    train(cfg)  # one epoch, one process: a resume/ state
+    shutil.copytree(tmp_path / "first", tmp_path / "runs" / "node0")
+    (tmp_path / "runs" / "node1").mkdir()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    results = mp.Manager().dict()
+    # 2 processes x 1 sample: the global batch of the first run, so rank 0 could resume it
+    two = cfg.replace(num_epochs=2, batch_size=1, grad_accum=1, savedir=str(tmp_path / "runs")).to_dict()
+    ctx = mp.start_processes(_train_worker, args=(port, two, results), nprocs=2, start_method="spawn", join=False)
+    try:
+        for _ in range(240):  # the old code hangs here; fail in two minutes instead
+            if ctx.join(timeout=0.5):
+                break
+        else:
+            pytest.fail(f"the group hung: {dict(results)}")
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.kill()
+    for r in (0, 1):
+        assert results[r].startswith("error the processes found different resume states"), results[r]
+        assert "--savedir must be a folder they all share" in results[r]
+    assert "global step" in results[0] and "this one: none" in results[1]

@@ -53,9 +53,17 @@ class Runtime:
         dist.all_reduce(t)
         return t
 
+    def all_equal(self, value: int) -> bool:
+        """Whether every process holds the same `value` (the same answer in every process)."""
+        if self.world == 1:
+            return True
+        t = torch.tensor([value, -value], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t[0]) == -int(t[1])  # the largest equals the smallest
+
     def all_true(self, flag: bool) -> bool:
         """Whether `flag` holds in every process (each process takes the same branch after it)."""
-        return int(self.all_sum(torch.tensor([int(not flag)]))) == 0
+        return self.all_equal(int(flag)) and flag
 
 
 def read_ds_config(path: str | None) -> dict | None:

@@ -195,6 +195,12 @@ def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str
     if rt.is_main:
         clean_stale(savedir)
     resume = _check_resume(cfg, rt, savedir, rep)
+    # rank 0 writes the checkpoints: a process that sees another state would train other steps
+    if not rt.all_equal(resume.state.global_step if resume else -1):
+        here = f"global step {resume.state.global_step} in {resume.path}" if resume else "none"
+        raise TrainError(f"the processes found different resume states in {savedir} (this one: {here}). "
+                         "Checkpoints are written by rank 0, so on several machines --savedir must be a "
+                         "folder they all share (or use --resume no on all of them)")
     if resume is not None:
         done = resume.state
         if done.epoch >= cfg.num_epochs:
