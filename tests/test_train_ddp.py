@@ -6,7 +6,6 @@ weights agree to 1e-5 (relative), metrics to 1e-6."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from safetensors.torch import load_file
 
 from eagle.train.args import config_to_argv
 from eagle.train.config import TrainConfig
+from eagle.train.runtime import _free_port
 from eagle.train.tiny import write_tiny
 from eagle.train.trainer import train
 
@@ -30,9 +30,7 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
                       dtype="fp32", lr=3e-3)
     one = cfg.replace(savedir=str(tmp_path / "one"), grad_accum=2)
     two = cfg.replace(savedir=str(tmp_path / "two"), grad_accum=1)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _free_port()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
            str(ROOT / "eagle" / "traineagle3" / "main.py"), *config_to_argv(two)]
     p = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
@@ -95,9 +93,7 @@ def test_feature_cache_must_be_seen_by_every_process(tmp_path, shared):
     folders (machines without a shared filesystem) both stop with the way out, none hangs."""
     import torch.multiprocessing as mp
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _free_port()
     results = mp.Manager().dict()
     mp.start_processes(_cache_worker, args=(port, str(tmp_path), shared, results), nprocs=2,
                        start_method="spawn", join=True)
@@ -138,9 +134,7 @@ def test_processes_must_see_the_same_resume_state(tmp_path):
     train(cfg)  # one epoch, one process: a resume/ state
     shutil.copytree(tmp_path / "first", tmp_path / "runs" / "node0")
     (tmp_path / "runs" / "node1").mkdir()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _free_port()
     results = mp.Manager().dict()
     # 2 processes x 1 sample: the global batch of the first run, so rank 0 could resume it
     two = cfg.replace(num_epochs=2, batch_size=1, grad_accum=1, savedir=str(tmp_path / "runs")).to_dict()

@@ -214,7 +214,9 @@ class FeatureCache:
                 p.unlink(missing_ok=True)
 
     def reader(self, split: str) -> Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        entry = self._manifest()["splits"][split]
+        entry = self._manifest()["splits"].get(split)
+        if entry is None:
+            raise RuntimeError(f"{self.manifest_path} lists no {split} set")
         handles, index = [], {}
         for name in entry["shards"]:
             fh = safe_open(str(self.dir / name), framework="pt")

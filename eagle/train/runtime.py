@@ -45,11 +45,16 @@ class Runtime:
         if self.world > 1:
             dist.barrier()
 
+    @property
+    def _collective_device(self) -> torch.device:
+        """NCCL reduces CUDA tensors, gloo CPU ones."""
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
     def all_sum(self, t: torch.Tensor) -> torch.Tensor:
         """Sum over processes (in place on a copy on the process's device)."""
         if self.world == 1:
             return t
-        t = t.to(self.device if self.device.type == "cuda" else "cpu").clone()
+        t = t.to(self._collective_device).clone()
         dist.all_reduce(t)
         return t
 
@@ -57,7 +62,7 @@ class Runtime:
         """Whether every process holds the same `value` (the same answer in every process)."""
         if self.world == 1:
             return True
-        t = torch.tensor([value, -value], device=self.device if self.device.type == "cuda" else "cpu")
+        t = torch.tensor([value, -value], device=self._collective_device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t[0]) == -int(t[1])  # the largest equals the smallest
 

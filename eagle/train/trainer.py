@@ -178,8 +178,8 @@ def _build_features(cfg, rt, rep, savedir, base, aux, samples, fingerprint):
         try:
             readers[split] = cache.reader(split)
             problem = ""
-        except (KeyError, RuntimeError, OSError) as e:
-            problem = str(e) if not isinstance(e, KeyError) else f"{cache.manifest_path} lists no {split} set"
+        except (RuntimeError, OSError) as e:
+            problem = str(e)
         if not rt.all_true(not problem):
             raise TrainError(
                 f"the feature cache in {cache.dir} is not complete in every process"
