@@ -15,6 +15,7 @@ from eagle.model.generate import fused_features
 from eagle.train.config import TrainConfig
 from eagle.train.dataset import Sample, build_vocab, pad_batch, vocab_coverage
 from eagle.train.features import BaseRunner, FeatureCache, OnlineSource, StoredSource, base_fingerprint
+from eagle.train.loop import Stepper
 from eagle.train.tiny import tiny_base
 from eagle.train.trainer import initial_draft
 from eagle.train.ttt import TargetHead, TTTObjective, base_lm_head_rows, prepare, step_counts, ttt_unroll
@@ -71,8 +72,9 @@ def test_ttt_attention_is_the_tree_drafters(base):
                 assert torch.allclose(steps[j][:, t], h[:, 0], atol=1e-5), (t, j)
 
 
-def _reference_loss(draft, base, samples, target_ids, k, decay):
-    """Per sample, per origin, per step, by the definition in DESIGN.md §2."""
+def _reference_loss(draft, base, samples, target_ids, k, decay, context=False):
+    """Per sample, per origin, per step, by the definition in DESIGN.md §2 (`context`: every position
+    is a target, not only those of the loss mask)."""
     t2d = torch.zeros(base.config.vocab_size, dtype=torch.bool)
     t2d[target_ids] = True
     emb = base.get_input_embeddings()
@@ -90,7 +92,7 @@ def _reference_loss(draft, base, samples, target_ids, k, decay):
         for j in range(min(k, len(hs))):
             for t in range(L):
                 p = t + 1 + j
-                if p + 1 >= L or not s.loss_mask[p + 1] or not t2d[argmax[p]]:
+                if p + 1 >= L or not (context or s.loss_mask[p + 1]) or not t2d[argmax[p]]:
                     continue
                 logq = torch.log_softmax(draft.logits(hs[j][0, t]).float(), -1)
                 terms[j].append(-(base_p[p] * logq).sum())
@@ -99,23 +101,37 @@ def _reference_loss(draft, base, samples, target_ids, k, decay):
     return loss, [len(t) for t in terms], correct
 
 
-@pytest.mark.parametrize("density", [0.7, 0.15])
-def test_loss_matches_per_position_reference(base, density):
+@pytest.mark.parametrize("density,context", [(0.7, False), (0.15, False), (0.15, True)])
+def test_loss_matches_per_position_reference(base, density, context):
     samples = _samples(3, (20, 14, 9), density=density)
     target_ids = build_vocab(samples, 264, 64)
     draft = _draft(base)
     draft.set_vocab_mapping(target_ids)
     k, decay = 4, 0.8
-    ref, ref_counts, ref_correct = _reference_loss(draft, base, samples, target_ids, k, decay)
+    ref, ref_counts, ref_correct = _reference_loss(draft, base, samples, target_ids, k, decay, context)
     runner = BaseRunner(base, draft.config.aux_layer_ids)
     src = OnlineSource(runner, {"train": samples})
-    p = prepare(src.batch("train", [0, 1, 2]), base.get_input_embeddings().weight, draft.t2d, "cpu")
+    p = prepare(src.batch("train", [0, 1, 2]), base.get_input_embeddings().weight, draft.t2d, "cpu", context)
     p.target_p = TargetHead.from_base(base, target_ids).log_probs(p.hidden_valid).exp()
     denom = step_counts(p.valid, k)
     out = TTTObjective(draft, k, decay)(p.features, p.embeds, p.valid, p.target_p, p.target_idx, denom)
     assert out.count.tolist() == ref_counts == denom.tolist()
     assert out.correct.tolist() == ref_correct
     assert torch.allclose(out.loss, ref, rtol=1e-5), (out.loss, ref)
+
+
+def test_context_targets_train_every_position_and_test_on_the_loss_mask(base):
+    samples = _samples(3, (20, 14, 9), density=0.15)
+    draft = _draft(base)
+    draft.set_vocab_mapping(build_vocab(samples, 264, 64))
+    src = OnlineSource(BaseRunner(base, draft.config.aux_layer_ids), {"train": samples, "test": samples})
+    obj = TTTObjective(draft, 3)
+    embed = base.get_input_embeddings().weight
+    stepper = Stepper(obj, obj, None, None, None, embed, torch.device("cpu"), context=True)
+    train, test = (stepper._prepare(src, split, [0, 1, 2]) for split in ("train", "test"))
+    masked = prepare(src.batch("test", [0, 1, 2]), embed, draft.t2d, "cpu")
+    assert torch.equal(test.valid, masked.valid)
+    assert not (masked.valid & ~train.valid).any() and int(train.valid.sum()) > 2 * int(masked.valid.sum())
 
 
 def test_target_head_is_the_bases_restricted_softmax(base):

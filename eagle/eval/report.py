@@ -131,7 +131,9 @@ def draft_recipe(ea_model_path: str | None, recipe_file: str | None = None) -> d
                     "ttt_length": cfg.get("ttt_length"), "lr": cfg.get("lr"), "features": cfg.get("features"),
                     "dtype": cfg.get("dtype"), "batch_size": cfg.get("batch_size"),
                     "max_length": cfg.get("max_length"),
-                    "init_lm_head": cfg.get("init_lm_head", "random")})  # heads from before the flag: random
+                    # heads from before these flags trained as their defaults
+                    "init_lm_head": cfg.get("init_lm_head", "random"),
+                    "context_targets": cfg.get("context_targets", False)})
     if state:
         hist = state.get("history") or []
         out.update({"epochs": len(hist) if hist else state.get("epoch"), "tokens_seen": state.get("tokens_seen"),

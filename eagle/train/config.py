@@ -60,6 +60,9 @@ class TrainConfig:
     init_lm_head: str = _f("random", "the draft's lm_head at the start: random, or base = the base's own rows "
                                      "for the draft vocabulary (its final norm folded in): higher τ, larger "
                                      "trees (docs/training.md)", choices=LM_HEAD_INITS)
+    context_targets: bool = _f(False, "also learn the base's distribution where the loss mask is off (prompts, "
+                                      "FIM prefix and suffix): more targets from the same features, longer "
+                                      "steps (docs/training.md)")
     aux_layers: tuple[int, ...] | None = _f(None, "three HF hidden_states indices fused as features, e.g. 2,12,21 "
                                                   "(default: 2, N//2, N-3)")
     dtype: str = _f("auto", "base and feature dtype, autocast dtype of the draft (auto: bf16 on CPU; on GPU "

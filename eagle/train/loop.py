@@ -96,13 +96,15 @@ class Stepper:
     scaler: object | None = None  # torch.amp.GradScaler for fp16 without DeepSpeed
     deepspeed: bool = False
     all_sum: object = field(default=lambda t: t)
+    context: bool = False  # --context_targets, in training steps only: test figures keep the loss mask
 
     @property
     def draft(self) -> Eagle3Draft:
         return self.objective.draft
 
     def _prepare(self, source: FeatureSource, split: str, idx: list[int]) -> Prepared:
-        return prepare(source.batch(split, idx), self.embed_weight, self.draft.t2d, self.device)
+        context = self.context and split == "train"
+        return prepare(source.batch(split, idx), self.embed_weight, self.draft.t2d, self.device, context)
 
     def step(self, source: FeatureSource, chunks: list[list[int]]) -> StepResult:
         """One optimizer step over this process's micro-batches `chunks` (sample indices)."""

@@ -246,6 +246,11 @@ def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str
              f"{100 * vocab_coverage(test_s, target_ids):.2f}% of the test targets; "
              f"features from layers {list(dcfg.aux_layer_ids)}")
 
+    if cfg.context_targets:
+        n_loss = sum(s.num_targets for s in train_s)
+        n_all = sum(max(len(s.input_ids) - 2, 0) for s in train_s)
+        rep.line(f"--context_targets: {n_all} training positions are targets instead of the loss mask's "
+                 f"{n_loss} (test figures keep the loss mask)")
     head = TargetHead.from_base(base, target_ids)
     if resumed is not None:
         draft = Eagle3Draft(dcfg)
@@ -291,7 +296,7 @@ def _make_stepper(cfg, rt: Runtime, draft: Eagle3Draft, head, embed_weight, tota
                                   fused=rt.device.type in ("cpu", "cuda"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, cfg.warmup_ratio))
     common = dict(head=head, embed_weight=embed_weight, device=rt.device, world=rt.world,
-                  max_grad_norm=rt.max_grad_norm, all_sum=rt.all_sum)
+                  max_grad_norm=rt.max_grad_norm, all_sum=rt.all_sum, context=cfg.context_targets)
     if rt.use_deepspeed:
         import deepspeed
 

@@ -101,8 +101,12 @@ class Prepared:
     tokens: int  # real tokens in the micro-batch
 
 
-def prepare(batch: BaseBatch, embed_weight: torch.Tensor, t2d: torch.Tensor, device) -> Prepared:
-    """Masks and targets of a micro-batch (no gradients). `t2d` is the draft's bool [V] mask."""
+def prepare(batch: BaseBatch, embed_weight: torch.Tensor, t2d: torch.Tensor, device,
+            context: bool = False) -> Prepared:
+    """Masks and targets of a micro-batch (no gradients). `t2d` is the draft's bool [V] mask.
+
+    `context` also trains the positions the loss mask leaves out (prompts, FIM prefix and suffix):
+    the base's distribution is a target there as much as in an answer, and the features are paid for."""
     ids, lm, lengths = batch.input_ids.to(device), batch.loss_mask.to(device), batch.lengths.to(device)
     argmax = batch.argmax.to(device).long()
     b, s = ids.shape
@@ -110,7 +114,9 @@ def prepare(batch: BaseBatch, embed_weight: torch.Tensor, t2d: torch.Tensor, dev
     # target position p predicts x_{p+1}: it needs p+1 inside the sample and a loss token there
     nxt = torch.zeros_like(lm)
     nxt[:, :-1] = lm[:, 1:]
-    valid = nxt & (pos[None, :] + 1 < lengths[:, None]) & t2d.to(device)[argmax]
+    valid = (pos[None, :] + 1 < lengths[:, None]) & t2d.to(device)[argmax]
+    if not context:
+        valid &= nxt
     draft_index = torch.cumsum(t2d.to(device).long(), 0) - 1  # base id -> draft id where t2d holds
     with torch.no_grad():
         embeds = F.embedding(ids, embed_weight.to(device))
