@@ -30,6 +30,11 @@ class Sample:
         # a target x_i needs the feature at i-2 and the token at i-1 (input pairing, DESIGN §2)
         return sum(self.loss_mask[2:])
 
+    @property
+    def num_positions(self) -> int:
+        """Targets without the loss mask (--context_targets): every x_i from i = 2 on."""
+        return max(len(self.input_ids) - 2, 0)
+
 
 def encode(record: dict, tokenizer, data_format: str, max_length: int) -> Sample:
     """The adapter to `eagle.data`: one record -> ids and a loss mask of equal length."""

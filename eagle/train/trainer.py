@@ -247,10 +247,9 @@ def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str
              f"features from layers {list(dcfg.aux_layer_ids)}")
 
     if cfg.context_targets:
-        n_loss = sum(s.num_targets for s in train_s)
-        n_all = sum(max(len(s.input_ids) - 2, 0) for s in train_s)
-        rep.line(f"--context_targets: {n_all} training positions are targets instead of the loss mask's "
-                 f"{n_loss} (test figures keep the loss mask)")
+        rep.line(f"--context_targets: {sum(s.num_positions for s in train_s)} training positions are targets "
+                 f"instead of the loss mask's {sum(s.num_targets for s in train_s)} (test figures keep the loss mask)")
+
     head = TargetHead.from_base(base, target_ids)
     if resumed is not None:
         draft = Eagle3Draft(dcfg)

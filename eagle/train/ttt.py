@@ -111,7 +111,7 @@ def prepare(batch: BaseBatch, embed_weight: torch.Tensor, t2d: torch.Tensor, dev
     argmax = batch.argmax.to(device).long()
     b, s = ids.shape
     pos = torch.arange(s, device=device)
-    # target position p predicts x_{p+1}: it needs p+1 inside the sample and a loss token there
+    # target position p predicts x_{p+1}: it needs p+1 inside the sample and (without context) a loss token there
     nxt = torch.zeros_like(lm)
     nxt[:, :-1] = lm[:, 1:]
     valid = (pos[None, :] + 1 < lengths[:, None]) & t2d.to(device)[argmax]
