@@ -36,6 +36,11 @@ esac
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# bf16 where the CPU computes it (AMX, AVX512-BF16: the recipe's machine), else float32, which runs the
+# batched regeneration, the feature cache and the tree verification ~3x faster there (docs/benchmark.md).
+DTYPE=$(python -c "from eagle.model.base import dtype_name, fast_dtype; print(dtype_name(fast_dtype()))")
+echo "dtype: $DTYPE"
+
 step "1/5 base model: $MODEL"
 eagle models fetch "$MODEL"
 
@@ -45,7 +50,7 @@ step "2/5 training data in $RUN"
 [ -s "$RUN/sharegpt.jsonl" ] || eagle data corpus sharegpt -o "$RUN/sharegpt.jsonl" --limit 2000
 # The base answers ShareGPT first turns and coding requests itself, so the head learns what the
 # base will write. Batches of 64 keep the CPU busy; both steps resume where they stopped.
-REGEN=(--basepath "$MODEL" --format chat --max-new-tokens 256 --max-prompt-tokens 512 --batch-size 64 --dtype bfloat16)
+REGEN=(--basepath "$MODEL" --format chat --max-new-tokens 256 --max-prompt-tokens 512 --batch-size 64 --dtype "$DTYPE")
 eagle data regen "${REGEN[@]}" --input "$RUN/sharegpt.jsonl" --output "$RUN/chat_regen.jsonl" --max-turns 1 --limit "$N_CHAT"
 eagle data regen "${REGEN[@]}" --input "$RUN/code_chat.jsonl" --output "$RUN/code_regen.jsonl" --limit "$N_CODE"
 if [ ! -s "$RUN/train.jsonl" ]; then
@@ -70,7 +75,7 @@ fi
 step "3/5 train the draft head ($EPOCHS epochs; resumes if interrupted)"
 eagle train --basepath "$MODEL" --trainpath "$RUN/train.jsonl" --testpath "$RUN/test.jsonl" \
   --savedir "$RUN/ckpt" --data-format mixed --num_epochs "$EPOCHS" --lr 5e-4 --batch_size 4 --grad_accum 1 \
-  --max_length 512 --ttt_length 5 --draft_vocab_size 12000 --draft_intermediate_size 2432 --dtype bf16 \
+  --max_length 512 --ttt_length 5 --draft_vocab_size 12000 --draft_intermediate_size 2432 \
   --features offline --save_steps 100 --context_targets
 DRAFT="$RUN/ckpt/state_$((EPOCHS - 1))"
 
@@ -78,8 +83,8 @@ step "4/5 a completion, streamed"
 eagle generate --basepath "$MODEL" --ea-model-path "$DRAFT" --chat --max-new-tokens 64 \
   --prompt "Write a Python function that returns the n-th Fibonacci number."
 
-step "5/5 benchmark ($WORKLOADS, $BENCH_PROMPTS prompts each, bf16)"
-eagle bench --basepath "$MODEL" --ea-model-path "$DRAFT" --dtype bfloat16 --workloads "$WORKLOADS" \
+step "5/5 benchmark ($WORKLOADS, $BENCH_PROMPTS prompts each, $DTYPE)"
+eagle bench --basepath "$MODEL" --ea-model-path "$DRAFT" --dtype "$DTYPE" --workloads "$WORKLOADS" \
   --methods naive,hf,pld,eagle --num-prompts "$BENCH_PROMPTS" --max-new-tokens "$BENCH_TOKENS" \
   --out "$RUN/bench.json"
 echo "results: $RUN/bench.json"

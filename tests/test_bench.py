@@ -70,12 +70,12 @@ def files(tmp_path_factory):
     return root, tok
 
 
-def _bench(root, *extra):
+def _bench(root, *extra, dtype="float32"):
     from eagle.cli import main
 
     out = root / "out.json"
     rc = main(["bench", "--basepath", str(root / "base"), "--ea-model-path", str(root / "draft"),
-               "--dtype", "float32", "--threads", "1", "--num-prompts", "2", "--max-new-tokens", "12",
+               *(["--dtype", dtype] if dtype else []), "--threads", "1", "--num-prompts", "2", "--max-new-tokens", "12",
                "--data-dir", str(root / "data"), "--fim-source", str(root / "src"), "--fim-split", "all",
                "--repeats", "1", "--out", str(out), *TREE, *extra])
     assert rc == 0
@@ -118,6 +118,18 @@ def test_bench_end_to_end(files, capsys):
     assert "identical_share" not in sample["eagle"]
     printed = capsys.readouterr().out
     assert "vs naive" in printed and "<- total_token" in printed
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_dtype_defaults_to_the_hardwares(files, monkeypatch, native):
+    """Without --dtype: bf16 where the CPU computes it (AMX, AVX512-BF16), else float32, which verifies a
+    tree several times faster there; the JSON names the dtype that ran."""
+    import eagle.model.base
+
+    monkeypatch.setattr(eagle.model.base, "cpu_has_native_bf16", lambda: native)
+    res = _bench(files[0], "--workloads", "code", "--methods", "naive,eagle", dtype=None)
+    assert res["dtype"] == ("bfloat16" if native else "float32")
+    assert res["workloads"]["code"]["eagle"]["tokens"] > 0
 
 
 @pytest.mark.parametrize("lookup", [0, 4])

@@ -46,8 +46,10 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     assert out.count("Saving checkpoint to") == 2  # printed once, by rank 0
 
     a, b = (load_file(str(tmp_path / d / "state_1" / "model.safetensors")) for d in ("one", "two"))
+    # fp32 sums in another order (a thread per rank there, two here) differ by up to 2e-6 on an AVX2 CPU:
+    # Adam scales a tiny gradient difference up to a step's. A sharding bug moves weights by lr-sized steps.
     for k in a:
-        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-5, atol=1e-6), k
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-5, atol=1e-5), k
     ma, mb = (json.loads((tmp_path / d / "state_1" / "metrics.json").read_text()) for d in ("one", "two"))
     assert mb["processes"] == 2 and ma["processes"] == 1
     for key in ("acc", "loss", "train_acc", "train_ploss", "test_acc", "test_ploss", "train_loss"):

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from eagle.model.base import cpu_has_native_bf16
 from eagle.train.config import TrainConfig
 from eagle.train.runtime import setup
 from eagle.train.tiny import write_tiny
@@ -24,8 +25,10 @@ MAIN_DIR = Path(__file__).resolve().parents[1] / "eagle" / "traineagle3"
     ("auto", "fp16", True, False, torch.float16, None),  # V100 / T4: emulated bf16 is no use
     ("auto", None, True, False, torch.float16, None),
     ("auto", "bf16", True, True, torch.bfloat16, None),
-    ("auto", None, False, False, torch.bfloat16, None),  # a CPU
-    ("fp16", None, False, False, torch.bfloat16, "fp16 is not supported for training on CPU"),
+    ("auto", None, False, True, torch.bfloat16, None),  # a CPU with AMX or AVX512-BF16
+    ("auto", None, False, False, torch.float32, None),  # an AVX2 CPU: emulated bf16 is several times slower
+    ("fp16", None, False, True, torch.bfloat16, "fp16 is not supported for training on CPU: using bfloat16"),
+    ("fp16", None, False, False, torch.float32, "fp16 is not supported for training on CPU: using float32"),
     ("fp32", "bf16", True, True, torch.float32, "(--dtype fp32)"),
 ])
 def test_the_base_dtype_for_the_hardware(asked, ds_prec, cuda, bf16_native, want, notice):
@@ -42,7 +45,8 @@ def test_tutorial_config_without_gpu_reads_batch_from_it(monkeypatch):
         pytest.skip("on a GPU the tutorial's config runs DeepSpeed itself")
     rt = setup(cfg)
     assert (rt.batch_size, rt.grad_accum, rt.max_grad_norm, rt.use_deepspeed) == (2, 4, 0.5, False)
-    assert rt.dtype == torch.bfloat16  # fp16 on a CPU falls back
+    # fp16 on a CPU falls back to the CPU's own: bf16 where it computes it, else fp32
+    assert rt.dtype == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
     assert any("plain PyTorch" in n for n in rt.notices)
     assert any("train_batch_size 16" in n for n in rt.notices)  # 2 x 4 x 1 process = 8
 
@@ -64,7 +68,8 @@ def test_deepspeed_cpu_trains_and_resumes(tmp_path):
     tiny = write_tiny(tmp_path / "tiny", n_train=32, n_test=8)
     cfg = TrainConfig(basepath=str(tiny["base"]), trainpath=str(tiny["train"]), testpath=str(tiny["test"]),
                       data_format="fim", deepspeed_config=str(MAIN_DIR / "ds_config_cpu.json"), num_epochs=2,
-                      batch_size=2, grad_accum=2, max_length=64, draft_vocab_size=128, lr=3e-3, save_steps=3)
+                      batch_size=2, grad_accum=2, max_length=64, draft_vocab_size=128, lr=3e-3, save_steps=3,
+                      dtype="bf16")  # the config's precision on every CPU (auto picks fp32 on one without bf16)
     cfg.save(tmp_path / "cfg.json")
     # a child process: DeepSpeed keeps process-group state in module globals for the process's life
     p = subprocess.run([sys.executable, "-c", _RUNS, str(tmp_path / "cfg.json"), str(tmp_path)],

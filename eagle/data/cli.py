@@ -67,7 +67,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-prompt-tokens", type=int, default=2048)
     p.add_argument("--fim-mode", default="psm", choices=["psm", "spm"])
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+                   help="base dtype (auto: as stored; default: bfloat16 where the hardware computes it, "
+                        "else float32)")
     p.add_argument("--limit", type=int, default=None, help="only the first N input records")
     p.add_argument("--max-turns", type=int, default=None,
                    help="chat: regenerate only the first N assistant turns and drop the rest")

@@ -39,7 +39,7 @@ class RegenConfig:
     seed: int = 0
     max_prompt_tokens: int = 2048  # FIM context is cut around the cursor; longer chats stop there
     fim_mode: str = "psm"
-    dtype: str = "auto"
+    dtype: str | None = None  # None: the hardware's fastest (eagle.model.base.fast_dtype); "auto": as stored
     limit: int | None = None  # stop after this many input records (counting those done before)
     max_turns: int | None = None  # chat: keep only the first N assistant turns (N=1: single-turn prompts)
 
@@ -59,13 +59,11 @@ class RegenReport:
     notes: list[str] = field(default_factory=list)
 
 
-def _load_base(path: str, dtype: str = "auto"):
+def _load_base(path: str, dtype: str | None = None):
     """The base model and its tokenizer, as everywhere else (zoo names, GGUF files, clear errors)."""
-    import torch
+    from eagle.model.base import load_base, load_tokenizer, resolve_dtype
 
-    from eagle.model.base import load_base, load_tokenizer
-
-    model = load_base(path, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
+    model = load_base(path, dtype=resolve_dtype(dtype))
     return model, load_tokenizer(path)
 
 

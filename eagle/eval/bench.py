@@ -40,7 +40,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--basepath", required=True, help="base model: HF folder, .gguf file, hub id or zoo name")
     p.add_argument("--ea-model-path", default=None,
                    help="draft checkpoint folder (without it an untrained head stands in: baselines only)")
-    p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32", "float16"))
+    p.add_argument("--dtype", default=None, choices=("bfloat16", "float32", "float16"),
+                   help="base dtype, one for every method (default: bfloat16 where the hardware computes it, "
+                        "GPUs and CPUs with AVX512-BF16/AMX, else float32)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--workloads", type=_csv(NAMES), default=["code", "chat", "fim", "sample"])
@@ -81,16 +83,15 @@ def register(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------- setup
 
 def load_setup(args):
-    import torch
-
     from eagle.eval.methods import Setup, known_assistant
-    from eagle.model.base import load_base, load_tokenizer, placement
+    from eagle.model.base import dtype_name, load_base, load_tokenizer, placement, resolve_dtype
     from eagle.model.config import DraftConfig
     from eagle.model.draft import Eagle3Draft
     from eagle.model.ea_model import EaModel
     from eagle.model.tree import TreeConfig
 
-    dtype = getattr(torch, args.dtype)
+    dtype = resolve_dtype(args.dtype, args.device)
+    args.dtype = dtype_name(dtype)  # the JSON and the header name the dtype that ran
     if args.ea_model_path:
         model = EaModel.from_pretrained(base_model_path=args.basepath, ea_model_path=args.ea_model_path, dtype=dtype,
                                         **placement(args.device))

@@ -25,17 +25,13 @@ def _model_flags(p: argparse.ArgumentParser, draft: bool = True) -> None:
     if draft:
         p.add_argument("--ea-model-path", "--ea_model_path", dest="ea_model_path", required=True,
                        help="draft head folder (config.json + model.safetensors), e.g. checkpoints/state_39")
-    p.add_argument("--dtype", default="bfloat16", choices=DTYPES, help="base dtype (auto: as stored)")
+    p.add_argument("--dtype", default=None, choices=DTYPES,
+                   help="base dtype (auto: as stored; default: bfloat16 where the hardware computes it, "
+                        "GPUs and CPUs with AVX512-BF16/AMX, else float32)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--total-token", type=int, default=None, help="tree nodes verified per step (default: per device)")
     p.add_argument("--depth", type=int, default=None, help="tree depth (default: per device)")
     p.add_argument("--tree-top-k", type=int, default=None, help="children per tree node (default: per device)")
-
-
-def _torch_dtype(name: str):
-    import torch
-
-    return "auto" if name == "auto" else getattr(torch, name)
 
 
 def _tree(args):
@@ -53,12 +49,13 @@ def _tree(args):
 
 
 def load_model(args):
-    from eagle.model.base import placement
+    from eagle.model.base import placement, resolve_dtype
     from eagle.model.ea_model import EaModel
 
     model = EaModel.from_pretrained(base_model_path=args.basepath, ea_model_path=args.ea_model_path,
                                     use_eagle3=True, total_token=args.total_token, depth=args.depth,
-                                    top_k=args.tree_top_k, dtype=_torch_dtype(args.dtype), **placement(args.device))
+                                    top_k=args.tree_top_k, dtype=resolve_dtype(args.dtype, args.device),
+                                    **placement(args.device))
     return model.eval()
 
 
@@ -126,7 +123,7 @@ def _fail(msg: str) -> int:
 
 def cmd_checkpoints(args) -> int:
     from eagle.eval.checkpoints import _train_config, evaluate_all_checkpoints, find_checkpoints
-    from eagle.model.base import default_device
+    from eagle.model.base import default_device, resolve_dtype
 
     try:
         ckpts = find_checkpoints(args.savedir, args.every)
@@ -140,7 +137,7 @@ def cmd_checkpoints(args) -> int:
         results = evaluate_all_checkpoints(args.savedir, testpath, args.basepath, every=args.every,
                                            data_format=args.data_format, num_samples=args.num_samples or None,
                                            num_prompts=args.num_prompts, max_new_tokens=args.max_new_tokens,
-                                           max_length=args.max_length, dtype=_torch_dtype(args.dtype),
+                                           max_length=args.max_length, dtype=resolve_dtype(args.dtype, dev),
                                            device=dev if dev != "cpu" else None, tree=_tree(args),
                                            output=args.output)
     except (FileNotFoundError, ValueError) as e:

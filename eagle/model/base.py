@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -51,6 +53,44 @@ def default_device(device: str | None = None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+CPUINFO = Path("/proc/cpuinfo")
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16). Elsewhere PyTorch
+    converts to fp32 inside every matmul: a one-token forward, bound by memory, still runs faster in
+    bf16, but a forward over many tokens runs several times slower than in float32 (Qwen2.5-Coder-0.5B
+    on an AVX2 EPYC: 64 tokens in 3.4 s against 1.3 s; docs/benchmark.md, "CPUs without bf16")."""
+    try:
+        words = CPUINFO.read_text().split()
+    except OSError:  # not Linux: no flags to read, so do not count on it
+        return False
+    return "avx512_bf16" in words or "amx_bf16" in words
+
+
+def fast_dtype(device: str | None = None) -> torch.dtype:
+    """The dtype that runs many-token forwards fastest (tree verification, batched regeneration,
+    training): bf16 where the hardware computes it (GPUs, else fp16; CPUs with AVX512-BF16/AMX),
+    else float32."""
+    dev = torch.device(default_device(device))
+    if dev.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    return torch.bfloat16 if dev.type == "cpu" and cpu_has_native_bf16() else torch.float32
+
+
+def resolve_dtype(name: str | None, device: str | None = None):
+    """A --dtype flag's value -> what `from_pretrained` takes: None: the hardware's `fast_dtype`;
+    "auto": as stored; else torch.<name>."""
+    if name is None:
+        return fast_dtype(device)
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def dtype_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
 def placement(device: str | None = None) -> dict:
     """`from_pretrained` kwargs that load a model onto the device (the CPU needs none)."""
     dev = default_device(device)
@@ -63,6 +103,10 @@ def load_base(path: str, **kwargs):
     kwargs.setdefault("attn_implementation", "sdpa")  # tree verification needs a mask-taking kernel
     model = AutoModelForCausalLM.from_pretrained(path, **extra, **kwargs)
     model.eval().requires_grad_(False)
+    if model.device.type == "cpu" and model.dtype == torch.bfloat16 and not cpu_has_native_bf16():
+        warnings.warn("bfloat16 on a CPU without AVX512-BF16 or AMX: PyTorch converts inside every matmul, so "
+                      "tree verification, batched regeneration and training run several times slower than in "
+                      "float32 (pass --dtype float32, or leave --dtype unset to get it)", stacklevel=2)
     head = model.get_output_embeddings()
     if head is not None:
         head.register_forward_pre_hook(_standard_strides)

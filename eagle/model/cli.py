@@ -6,8 +6,6 @@ import itertools
 import sys
 import time
 
-import torch
-
 
 def register(parser) -> None:
     parser.add_argument("--basepath", required=True, help="base model: folder, hub id, .gguf file or zoo name")
@@ -19,7 +17,9 @@ def register(parser) -> None:
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--top-p", type=float, default=0.0)
     parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"],
+                        help="base dtype (default: bfloat16 where the hardware computes it, "
+                             "GPUs and CPUs with AVX512-BF16/AMX, else float32)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--max-length", type=int, default=None,
                         help="prompt + completion tokens at most (default: the model's context)")
@@ -53,7 +53,7 @@ def run(args) -> int:
 
 def _start(args):
     """Check the flags, load and tokenize: the tokenizer, the prompt ids and the (unstarted) stream."""
-    from eagle.model.base import placement
+    from eagle.model.base import placement, resolve_dtype
     from eagle.model.ea_model import EaModel
     from eagle.model.sampling import SamplingParams
 
@@ -73,7 +73,7 @@ def _start(args):
     SamplingParams(args.temperature, args.top_p, args.top_k)  # bad values fail before the model loads
     model = EaModel.from_pretrained(base_model_path=args.basepath, ea_model_path=args.ea_model_path,
                                     total_token=args.total_token, depth=args.depth, top_k=args.tree_top_k,
-                                    dtype=getattr(torch, args.dtype), **placement(args.device))
+                                    dtype=resolve_dtype(args.dtype, args.device), **placement(args.device))
     tok = model.tokenizer
     if args.chat:
         prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,

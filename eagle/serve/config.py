@@ -47,7 +47,7 @@ class DeployConfig:
     top_p: float = 0.9  # default top_p of a request
     use_eagle3: bool = True
     # optional server settings (not in the tutorial's file)
-    dtype: str | None = None  # base dtype; None: bfloat16
+    dtype: str | None = None  # base dtype; None: the hardware's fastest (eagle.model.base.fast_dtype)
     total_token: int | None = None  # tree settings; None: the device's defaults
     depth: int | None = None
     top_k: int | None = None

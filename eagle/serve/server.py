@@ -492,13 +492,10 @@ def default_name(cfg: DeployConfig) -> str:
 
 
 def load_engine(cfg: DeployConfig, device: str | None = None) -> Engine:
-    import torch
-
-    from eagle.model.base import placement
+    from eagle.model.base import placement, resolve_dtype
     from eagle.model.ea_model import EaModel
 
-    dtype = cfg.dtype or "bfloat16"
-    kw = {"dtype": "auto" if dtype == "auto" else getattr(torch, dtype)}
+    kw = {"dtype": resolve_dtype(cfg.dtype, device)}
     kw.update(placement(device))
     model = EaModel.from_pretrained(base_model_path=cfg.resolve("base_model_path"),
                                     ea_model_path=cfg.resolve("eagle_model_path"), use_eagle3=cfg.use_eagle3,
@@ -534,7 +531,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--model-name", default=None, help="model id reported by /v1/models")
     parser.add_argument("--dtype", default=None, choices=("auto", "bfloat16", "float16", "float32"),
-                        help="base dtype (default: the config's, else bfloat16)")
+                        help="base dtype (default: the config's, else bfloat16 where the hardware computes it, "
+                             "else float32)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default max_tokens (config: max_new_tokens)")
     parser.add_argument("--temperature", type=float, default=None, help="default temperature")

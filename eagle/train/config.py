@@ -65,8 +65,9 @@ class TrainConfig:
                                       "steps (docs/training.md)")
     aux_layers: tuple[int, ...] | None = _f(None, "three HF hidden_states indices fused as features, e.g. 2,12,21 "
                                                   "(default: 2, N//2, N-3)")
-    dtype: str = _f("auto", "base and feature dtype, autocast dtype of the draft (auto: bf16 on CPU; on GPU "
-                            "the DeepSpeed config's fp16/bf16, else bf16 where supported, else fp16)",
+    dtype: str = _f("auto", "base and feature dtype, autocast dtype of the draft (auto: on CPU bf16 "
+                            "with AVX512-BF16/AMX, else fp32; on GPU the DeepSpeed config's fp16/bf16, else "
+                            "bf16 where supported, else fp16)",
                     choices=DTYPES)
     # ---- base features -------------------------------------------------------------------
     features: str = _f("offline", "offline: run the base once, cache its features, later epochs cost only the "

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from eagle.model.base import cpu_has_native_bf16, dtype_name
 from eagle.train.config import TrainConfig
 from eagle.train.dataset import TrainError
 
@@ -129,8 +130,8 @@ def setup(cfg: TrainConfig) -> Runtime:
         else:
             use_ds = True
 
-    # emulated bf16 (V100, T4) has no tensor cores: those GPUs run fp16
-    bf16_native = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
+    # emulated bf16 (V100, T4) has no tensor cores: those GPUs run fp16; CPUs without AVX512-BF16/AMX, fp32
+    bf16_native = torch.cuda.is_bf16_supported(including_emulation=False) if cuda else cpu_has_native_bf16()
     dtype = base_dtype(cfg.dtype, ds_prec if use_ds else None, cuda, bf16_native, notices)
 
     ds = ds or {}
@@ -174,16 +175,17 @@ def base_dtype(asked: str, ds_prec: str | None, cuda: bool, bf16_native: bool, n
     for the activations inside many bases, and only the draft's training needs a loss scale."""
     if asked != "auto":
         dtype = DTYPES[asked]
-    elif not cuda:
-        dtype = torch.bfloat16  # CPUs with AMX/AVX-512-bf16 (DESIGN §5) run bf16 fastest
+    elif not cuda:  # AMX/AVX512-BF16 CPUs (DESIGN §5) run bf16 fastest, the others fp32 (matmuls ~5x faster)
+        dtype = torch.bfloat16 if bf16_native else torch.float32
     else:
         dtype = torch.bfloat16 if bf16_native else torch.float16
     if dtype == torch.float16 and not cuda:
-        notices.append("fp16 is not supported for training on CPU: using bf16 instead")
-        dtype = torch.bfloat16
+        fallback = torch.bfloat16 if bf16_native else torch.float32
+        notices.append(f"fp16 is not supported for training on CPU: using {dtype_name(fallback)} instead")
+        dtype = fallback
     if ds_prec in ("fp16", "bf16") and DTYPES[ds_prec] != dtype:
         notices.append(f"the draft trains in {ds_prec} (the DeepSpeed config), the base runs in "
-                       f"{str(dtype).replace('torch.', '')}" + ("" if asked == "auto" else f" (--dtype {asked})"))
+                       f"{dtype_name(dtype)}" + ("" if asked == "auto" else f" (--dtype {asked})"))
     return dtype
 
 
