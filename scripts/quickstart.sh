@@ -37,7 +37,7 @@ esac
 step() { printf '\n==> %s\n' "$*"; }
 
 # bf16 where the CPU computes it (AMX, AVX512-BF16: the recipe's machine), else float32, which runs the
-# batched regeneration, the feature cache and the tree verification ~3x faster there (docs/benchmark.md).
+# batched regeneration, the feature cache and the tree verification 2-5x faster there (docs/benchmark.md).
 DTYPE=$(python -c "from eagle.model.base import dtype_name, fast_dtype; print(dtype_name(fast_dtype()))")
 echo "dtype: $DTYPE"
 

@@ -61,7 +61,8 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16). Elsewhere PyTorch
     converts to fp32 inside every matmul: a one-token forward, bound by memory, still runs faster in
     bf16, but a forward over many tokens runs several times slower than in float32 (Qwen2.5-Coder-0.5B
-    on an AVX2 EPYC: 64 tokens in 3.4 s against 1.3 s; docs/benchmark.md, "CPUs without bf16")."""
+    on an AVX2 EPYC: 64 tokens in 2.4 s against 0.94 s; docs/benchmark.md, "CPUs without bf16
+    arithmetic")."""
     try:
         words = CPUINFO.read_text().split()
     except OSError:  # not Linux: no flags to read, so do not count on it
@@ -69,14 +70,22 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in words or "amx_bf16" in words
 
 
+def has_native_bf16(device: str | torch.device) -> bool:
+    """Whether the device computes bf16 itself: GPUs from Ampere on (V100 and T4 only emulate it,
+    without tensor cores), CPUs with AVX512-BF16 or AMX."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return dev.type == "cpu" and cpu_has_native_bf16()
+
+
 def fast_dtype(device: str | None = None) -> torch.dtype:
     """The dtype that runs many-token forwards fastest (tree verification, batched regeneration,
-    training): bf16 where the hardware computes it (GPUs, else fp16; CPUs with AVX512-BF16/AMX),
-    else float32."""
+    training): bf16 where the hardware computes it, else fp16 on GPUs and float32 elsewhere."""
     dev = torch.device(default_device(device))
-    if dev.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
-    return torch.bfloat16 if dev.type == "cpu" and cpu_has_native_bf16() else torch.float32
+    if has_native_bf16(dev):
+        return torch.bfloat16
+    return torch.float16 if dev.type == "cuda" else torch.float32
 
 
 def resolve_dtype(name: str | None, device: str | None = None):

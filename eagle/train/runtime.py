@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from eagle.model.base import cpu_has_native_bf16, dtype_name
+from eagle.model.base import dtype_name, has_native_bf16
 from eagle.train.config import TrainConfig
 from eagle.train.dataset import TrainError
 
@@ -130,8 +130,7 @@ def setup(cfg: TrainConfig) -> Runtime:
         else:
             use_ds = True
 
-    # emulated bf16 (V100, T4) has no tensor cores: those GPUs run fp16; CPUs without AVX512-BF16/AMX, fp32
-    bf16_native = torch.cuda.is_bf16_supported(including_emulation=False) if cuda else cpu_has_native_bf16()
+    bf16_native = has_native_bf16(device)
     dtype = base_dtype(cfg.dtype, ds_prec if use_ds else None, cuda, bf16_native, notices)
 
     ds = ds or {}
