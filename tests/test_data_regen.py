@@ -96,7 +96,9 @@ def test_fim_regen_rewrites_middles_and_resumes(base, tmp_path):
     stops = sorted(set(model.generation_config.eos_token_id) | {detect_fim_sentinels(tok).end_id})
     src = write_jsonl(tmp_path / "in.jsonl", FIM_RECORDS)
     out = tmp_path / "out.jsonl"
-    cfg = RegenConfig(basepath=str(base), input=str(src), output=str(out), max_new_tokens=MAX_NEW, batch_size=2)
+    # float32 as the reference: unset, the dtype follows the CPU (bf16 on AMX and AVX512-BF16)
+    cfg = RegenConfig(basepath=str(base), input=str(src), output=str(out), max_new_tokens=MAX_NEW, batch_size=2,
+                      dtype="float32")
     first = regenerate(RegenConfig(**{**cfg.__dict__, "limit": 2}), progress=False)
     assert (first.regenerated, first.done_before) == (2, 0)
     with open(out, "a") as f:
@@ -126,7 +128,7 @@ def test_chat_regen_rewrites_every_answer_in_turn(base, tmp_path):
     src = write_jsonl(tmp_path / "chat.jsonl", CHAT_RECORDS)
     out = tmp_path / "out.jsonl"
     report = regenerate(RegenConfig(basepath=str(base), input=str(src), output=str(out),
-                                    max_new_tokens=MAX_NEW, batch_size=3), progress=False)
+                                    max_new_tokens=MAX_NEW, batch_size=3, dtype="float32"), progress=False)
     got = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(got) == 3 and report.turns > 3  # a second answer was generated after a first one
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import eagle.model.base as base_mod
-from eagle.model.base import cpu_has_native_bf16, fast_dtype, load_base, resolve_dtype
+from eagle.model.base import cpu_has_native_bf16, cpu_info, fast_dtype, load_base, resolve_dtype
 from tiny import tiny_base
 
-FLAGS = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_vnni {extra}\n"
+FLAGS = "processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_vnni {extra}\n"
 
 
 @pytest.fixture
@@ -17,25 +17,28 @@ def cpuinfo(tmp_path, monkeypatch):
     """Point the flag reader at a file of ours; the answer is cached, so clear it around each case."""
     path = tmp_path / "cpuinfo"
     monkeypatch.setattr(base_mod, "CPUINFO", path)
-    cpu_has_native_bf16.cache_clear()
+    cpu_info.cache_clear()
     yield path
-    cpu_has_native_bf16.cache_clear()
+    cpu_info.cache_clear()
 
 
-@pytest.mark.parametrize("extra,native", [
-    ("amx_bf16 amx_tile", True),  # Sapphire Rapids (DESIGN.md §5's machine)
-    ("avx512_bf16", True),  # Cooper Lake, Zen 4
-    ("avx512_vp2intersect avx512_fp16", False),  # AVX-512 without bf16 arithmetic: emulated
-    ("", False),
+@pytest.mark.parametrize("extra,kind", [
+    ("avx512_bf16 amx_bf16 amx_tile", "amx_bf16"),  # Sapphire Rapids (DESIGN.md §5's machine)
+    ("avx512_bf16", "avx512_bf16"),  # Cooper Lake, Zen 4
+    ("avx512_vp2intersect avx512_fp16", None),  # AVX-512 without bf16 arithmetic: emulated
+    ("", None),
 ])
-def test_native_bf16_read_from_the_cpu_flags(cpuinfo, extra, native):
+def test_native_bf16_read_from_the_cpu_flags(cpuinfo, extra, kind):
     cpuinfo.write_text(FLAGS.format(extra=extra))
+    assert cpu_info() == {"model": "AMD EPYC 9B14", "bf16": kind}  # what benchmarks record
+    native = kind is not None
     assert cpu_has_native_bf16() is native
     assert fast_dtype("cpu") == (torch.bfloat16 if native else torch.float32)
 
 
 def test_no_cpuinfo_means_float32(cpuinfo):
     assert not cpuinfo.exists()  # macOS, Windows: nothing to read, so bf16 is not counted on
+    assert cpu_info() == {"model": None, "bf16": None}
     assert fast_dtype("cpu") == torch.float32
 
 

@@ -166,6 +166,7 @@ def main(args) -> int:
     from eagle.eval import report
     from eagle.eval.tune import suggest_tree
     from eagle.eval.workloads import WorkloadError, build_workload
+    from eagle.model.base import cpu_info
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.num_prompts is not None and args.num_prompts < 1:
@@ -192,7 +193,7 @@ def main(args) -> int:
         "tree": {},
         "assistant": assistant_path if "assisted" in methods else None,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+        "machine": {"platform": platform.platform(), "cpu": cpu_info()["model"], "cpu_bf16": cpu_info()["bf16"],
                     "torch": torch.__version__, "transformers": transformers.__version__,
                     "device": str(setup.model.device)},
         "settings": {},

@@ -57,17 +57,27 @@ CPUINFO = Path("/proc/cpuinfo")
 
 
 @functools.cache
+def cpu_info() -> dict:
+    """The CPU's model name and the bf16 arithmetic it has in hardware ("amx_bf16", "avx512_bf16" or
+    None), read from /proc/cpuinfo. Benchmarks record it: the same head and tree give different
+    speedups on AMX, AVX512-BF16 and AVX2-only CPUs (docs/benchmark.md)."""
+    try:
+        text = CPUINFO.read_text()
+    except OSError:  # not Linux: no flags to read, so do not count on bf16
+        return {"model": None, "bf16": None}
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                  if line.startswith("model name")), None)
+    words = set(text.split())
+    return {"model": model, "bf16": next((f for f in ("amx_bf16", "avx512_bf16") if f in words), None)}
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16). Elsewhere PyTorch
     converts to fp32 inside every matmul: a one-token forward, bound by memory, still runs faster in
     bf16, but a forward over many tokens runs several times slower than in float32 (Qwen2.5-Coder-0.5B
     on an AVX2 EPYC: 64 tokens in 2.4 s against 0.94 s; docs/benchmark.md, "CPUs without bf16
     arithmetic")."""
-    try:
-        words = CPUINFO.read_text().split()
-    except OSError:  # not Linux: no flags to read, so do not count on it
-        return False
-    return "avx512_bf16" in words or "amx_bf16" in words
+    return cpu_info()["bf16"] is not None
 
 
 def has_native_bf16(device: str | torch.device) -> bool:
