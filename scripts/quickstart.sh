@@ -5,7 +5,7 @@
 #
 #   bash scripts/quickstart.sh            # the default recipe: ~1 h of data + training, then the benchmark
 #   bash scripts/quickstart.sh --quick    # minutes: a tiny recipe, to see every step run
-#   bash scripts/quickstart.sh --full     # twice the data: benchmarks/*-full-recipe-code-only.json (~2.5 h)
+#   bash scripts/quickstart.sh --full     # twice the data: benchmarks/*-bf16-full-recipe.json (~2 h)
 #
 # EAGLE_MODEL (default qwen2.5-coder-0.5b) and EAGLE_RUN (default runs/quickstart) move it.
 set -euo pipefail
