@@ -6,18 +6,27 @@
 #   bash scripts/quickstart.sh            # the default recipe: ~1 h of data + training, then the benchmark
 #   bash scripts/quickstart.sh --quick    # minutes: a tiny recipe, to see every step run
 #   bash scripts/quickstart.sh --full     # twice the data: benchmarks/*-bf16-full-recipe.json (~2 h)
+#   bash scripts/quickstart.sh --full --epochs 5   # train that head on from where it stopped (~70 min more)
 #
 # EAGLE_MODEL (default qwen2.5-coder-0.5b) and EAGLE_RUN (default runs/quickstart) move it.
 set -euo pipefail
 
+usage() { echo "usage: $0 [--quick|--full] [--epochs N]${1:+ ($1)}" >&2; exit 2; }
 RECIPE=default
-for arg in "$@"; do
-  case "$arg" in
+EPOCHS_ARG=
+while [ $# -gt 0 ]; do
+  case "$1" in
     --quick) RECIPE=quick ;;
     --full) RECIPE=full ;;
-    *) echo "usage: $0 [--quick|--full]" >&2; exit 2 ;;
+    --epochs) [ $# -ge 2 ] || usage "--epochs needs a number"; EPOCHS_ARG=$2; shift ;;
+    --epochs=*) EPOCHS_ARG=${1#--epochs=} ;;
+    *) usage "unknown argument: $1" ;;
   esac
+  shift
 done
+case "$EPOCHS_ARG" in
+  ''|*[!0-9]*|0*) [ -z "$EPOCHS_ARG" ] || usage "--epochs must be a positive integer, not '$EPOCHS_ARG'" ;;
+esac
 MODEL=${EAGLE_MODEL:-qwen2.5-coder-0.5b}
 RUN=${EAGLE_RUN:-runs/quickstart}
 [ "$RECIPE" != default ] && RUN=${EAGLE_RUN:-runs/quickstart-$RECIPE}
@@ -33,6 +42,8 @@ case "$RECIPE" in
   default) N_FIM=150 N_CHAT=256  N_CODE=640 EPOCHS=2 BENCH_PROMPTS=8 BENCH_TOKENS=128 WORKLOADS=code,chat,fim,sample ;;
   full)    N_FIM=300 N_CHAT=1024 N_CODE=736 EPOCHS=2 BENCH_PROMPTS=8 BENCH_TOKENS=128 WORKLOADS=code,chat,fim,sample ;;
 esac
+# more epochs than the recipe's: the training step resumes a finished run and trains it on
+[ -n "$EPOCHS_ARG" ] && EPOCHS=$EPOCHS_ARG
 
 step() { printf '\n==> %s\n' "$*"; }
 

@@ -1,5 +1,8 @@
 """Bad generation arguments fail early with a clear message, never deep inside torch."""
 
+import subprocess
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -98,3 +101,19 @@ def test_generate_command_max_length_defaults_to_the_context(folders, capsys):
     assert "[3 tokens in" in capsys.readouterr().err
     assert main([*argv[:-1], "t1 " * 200]) == 2
     assert "tokens, at or past max_length=505" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--epochs"], "--epochs needs a number"),
+    (["--full", "--epochs", "x"], "positive integer, not 'x'"),
+    (["--epochs=0"], "positive integer, not '0'"),
+    (["--fast"], "unknown argument: --fast"),
+])
+def test_quickstart_arguments(tmp_path, args, match):
+    """The quickstart refuses a bad argument before it fetches, builds or trains anything."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "quickstart.sh"
+    run = tmp_path / "run"
+    r = subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=30,
+                       env={"PATH": "/usr/bin:/bin", "EAGLE_RUN": str(run)})
+    assert r.returncode == 2 and match in r.stderr and "usage:" in r.stderr
+    assert not run.exists()

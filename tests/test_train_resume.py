@@ -69,3 +69,31 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert (save / "resume" / "trainer_state.json").is_file() and not (save / ".resume.old").exists()
     assert not list(save.glob(".tmp-*"))
     shutil.rmtree(tmp_path / "tiny")
+
+
+def test_raising_num_epochs_trains_a_finished_run_on(tmp_path):
+    """A finished run given a larger --num_epochs continues from resume/ (the documented way to
+    train a head longer) and ends on the longer schedule's last rate, at the step count of a run
+    that had asked for all epochs from the start; asking again does nothing."""
+    tiny = write_tiny(tmp_path / "tiny", n_train=16, n_test=4)
+    cfg = TrainConfig(basepath=str(tiny["base"]), trainpath=str(tiny["train"]), testpath=str(tiny["test"]),
+                      savedir=str(tmp_path / "A"), data_format="fim", num_epochs=2, batch_size=2, grad_accum=1,
+                      max_length=64, draft_vocab_size=128, dtype="fp32", lr=3e-3, save_steps=100)
+    train(cfg)  # all epochs from the start
+    on = tmp_path / "B"
+    train(cfg.replace(savedir=str(on), num_epochs=1))
+    assert not (on / "state_1").exists()
+    train(cfg.replace(savedir=str(on)))
+
+    ma, mb = (json.loads((d / "state_1/metrics.json").read_text()) for d in (tmp_path / "A", on))
+    assert mb["global_step"] == ma["global_step"] == 2 * (16 // 2)
+    assert mb["tokens_seen"] == ma["tokens_seen"]
+    assert mb["lr"] == ma["lr"]
+    # the first epoch ran on the 1-epoch schedule, so the weights differ from the straight run's
+    a, b = load_file(str(tmp_path / "A/state_1/model.safetensors")), load_file(str(on / "state_1/model.safetensors"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+    before = (on / "state_1/model.safetensors").read_bytes()
+    again = train(cfg.replace(savedir=str(on)))  # "Nothing to do"
+    assert again.finished and again.state.global_step == mb["global_step"]
+    assert (on / "state_1/model.safetensors").read_bytes() == before

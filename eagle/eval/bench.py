@@ -186,6 +186,7 @@ def main(args) -> int:
         _say("note: skipping `assisted`: no --assistant given and no known assistant for this base")
         methods.remove("assisted")
     tok = setup.model.tokenizer
+    cpu = cpu_info()
 
     result = {
         "model": args.basepath, "dtype": args.dtype, "threads": torch.get_num_threads(),
@@ -193,7 +194,7 @@ def main(args) -> int:
         "tree": {},
         "assistant": assistant_path if "assisted" in methods else None,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpu": cpu_info()["model"], "cpu_bf16": cpu_info()["bf16"],
+        "machine": {"platform": platform.platform(), "cpu": cpu["model"], "cpu_bf16": cpu["bf16"],
                     "torch": torch.__version__, "transformers": transformers.__version__,
                     "device": str(setup.model.device)},
         "settings": {},
