@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from eagle.model.cpu_linear import pack_linears, wants_packing
+
 
 def resolve_path(name_or_path: str) -> str:
     """Zoo names (`qwen2.5-coder-0.5b`, ...) become their cached folder; anything else is returned as is."""
@@ -129,6 +131,8 @@ def load_base(path: str, **kwargs):
     head = model.get_output_embeddings()
     if head is not None:
         head.register_forward_pre_hook(_standard_strides)
+    if wants_packing(model):  # float32 on the CPU: oneDNN instead of MKL's sgemm (eagle.model.cpu_linear)
+        pack_linears(model)
     return model
 
 

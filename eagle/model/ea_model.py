@@ -18,6 +18,7 @@ from torch import nn
 
 from eagle.model.base import eos_token_ids, load_base, load_tokenizer, resolve_path
 from eagle.model.checkpoint import check_compatible, load_draft
+from eagle.model.cpu_linear import pack_linears, wants_packing
 from eagle.model.draft import Eagle3Draft
 from eagle.model.generate import Limits, naive_decode, speculative_decode
 from eagle.model.sampling import SamplingParams
@@ -34,6 +35,8 @@ class EaModel(nn.Module):
                              "decoding needs it on one: load it with device_map='cuda:0' (or another single device)")
         self.base_model = base_model
         self.ea_layer = ea_layer.to(device=base_model.device, dtype=base_model.dtype).eval()
+        if wants_packing(self.ea_layer):  # its tree calls are 1-10 rows: the case oneDNN serves fastest
+            pack_linears(self.ea_layer)
         self.tokenizer = tokenizer
         self.tree = tree or TreeConfig.for_device(base_model.device)
 
