@@ -207,3 +207,15 @@ def test_loaded_lm_head_gets_a_plain_row_at_prefill(tmp_path):
         full = base(input_ids=ids).logits[0, -1]
     assert seen[0] == (64, 64, 1)  # [1, 1, H] with H = 64: standard strides, not (12 * 64, 64, 1)
     assert torch.allclose(last, full, atol=1e-5)
+
+
+def test_default_tree_follows_device_and_dtype():
+    """A float32 verify costs more per token on a CPU than a bf16 one, so its default tree is smaller;
+    EaModel takes the base's dtype when no tree is given."""
+    cpu16, cpu32 = TreeConfig.for_device("cpu", torch.bfloat16), TreeConfig.for_device("cpu", torch.float32)
+    assert (cpu16.total_token, cpu32.total_token, TreeConfig.for_device("cuda").total_token) == (24, 8, 60)
+    assert cpu32.lookup == cpu16.lookup and cpu32.min_prob == cpu16.min_prob
+    base = tiny_base("llama")
+    assert EaModel(base, fit_draft(base, steps=1)).tree == cpu32
+    base16 = tiny_base("llama", dtype=torch.bfloat16)
+    assert EaModel(base16, Eagle3Draft(DraftConfig.from_base(base16.config))).tree == cpu16

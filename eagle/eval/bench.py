@@ -103,7 +103,7 @@ def load_setup(args):
     # one tree rule for both paths: the device's defaults, overridden flag by flag
     given = dict(total_token=args.total_token, depth=args.depth, top_k=args.top_k, lookup=args.lookup,
                  expand_threshold=args.expand_threshold, min_prob=args.min_prob)
-    model.tree = dataclasses.replace(TreeConfig.for_device(model.device),
+    model.tree = dataclasses.replace(TreeConfig.for_device(model.device, model.base_model.dtype),
                                      **{k: v for k, v in given.items() if v is not None})
     assistant_path = args.assistant or known_assistant(args.basepath)
     assistant = None

@@ -132,7 +132,7 @@ def evaluate_all_checkpoints(checkpoint_dir: str | Path, test_data, base_model=N
     ttt_length = ttt_length or run_cfg.get("ttt_length") or 7
     base, tok = _load_base(base_model, tokenizer, dtype, device)
     if tree is None:  # the draft's own merit: no n-gram lookup branch beside it
-        tree = dataclasses.replace(TreeConfig.for_device(base.device), lookup=0)
+        tree = dataclasses.replace(TreeConfig.for_device(base.device, base.dtype), lookup=0)
 
     fmt = data_format
     if isinstance(test_data, (str, Path)) and fmt == "auto":

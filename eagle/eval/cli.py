@@ -41,9 +41,9 @@ def _tree(args):
         return None
     import torch
 
-    from eagle.model.base import default_device
+    from eagle.model.base import default_device, resolve_dtype
 
-    auto = TreeConfig.for_device(torch.device(default_device(args.device)))
+    auto = TreeConfig.for_device(torch.device(default_device(args.device)), resolve_dtype(args.dtype, args.device))
     return TreeConfig(total_token=args.total_token or auto.total_token, depth=args.depth or auto.depth,
                       top_k=args.tree_top_k or auto.top_k)
 

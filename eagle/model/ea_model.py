@@ -38,7 +38,7 @@ class EaModel(nn.Module):
         if wants_packing(self.ea_layer):  # its tree calls are 1-10 rows: the case oneDNN serves fastest
             pack_linears(self.ea_layer)
         self.tokenizer = tokenizer
-        self.tree = tree or TreeConfig.for_device(base_model.device)
+        self.tree = tree or TreeConfig.for_device(base_model.device, base_model.dtype)
 
     @property
     def ea_model(self) -> Eagle3Draft:
@@ -65,7 +65,7 @@ class EaModel(nn.Module):
         draft = load_draft(resolve_path(ea_model_path))
         check_compatible(draft.config, base.config, source=str(ea_model_path))
         tok = load_tokenizer(tokenizer_path or base_model_path, trust_remote_code=trust_remote_code)
-        auto = TreeConfig.for_device(base.device)
+        auto = TreeConfig.for_device(base.device, base.dtype)
         given = dict(total_token=total_token, depth=depth, top_k=top_k, lookup=lookup,
                      expand_threshold=expand_threshold, min_prob=min_prob)
         tree = dataclasses.replace(auto, **{k: v for k, v in given.items() if v is not None})

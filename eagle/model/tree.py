@@ -43,17 +43,21 @@ class TreeConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
 
     @classmethod
-    def for_device(cls, device: torch.device | str) -> "TreeConfig":
-        """A tree the hardware verifies cheaply. On CPU a forward's cost grows with the token count
-        already past ~8 tokens (DESIGN.md §5), so the tree is small; a GPU verifies 60 nearly free.
-        The GPU keeps EAGLE-2's fixed depth (expand_threshold 0): not measured there yet."""
+    def for_device(cls, device: torch.device | str, dtype: torch.dtype | None = None) -> "TreeConfig":
+        """A tree the hardware verifies cheaply, for a base of `dtype` on `device`. On CPU a forward's
+        cost grows with the token count already past ~8 tokens (DESIGN.md §5), so the tree is small;
+        a GPU verifies 60 nearly free. The GPU keeps EAGLE-2's fixed depth (expand_threshold 0): not
+        measured there yet."""
         if torch.device(device).type == "cuda":
             return cls(total_token=60, depth=6, top_k=10, lookup=10)
         # A draft call is ~4% of a CPU cycle; past a frontier mass of 0.2 a deeper layer returns
         # less (Qwen2.5-Coder-0.5B code: same τ, 2.4 instead of 6 draft calls per cycle). Code
         # answers copy long stretches of the prompt, so the lookup branch runs up to 32 tokens, and
         # nodes under 1% are not worth their verify cost (docs/benchmark.md, "The lookup branch").
-        return cls(total_token=24, depth=6, top_k=6, lookup=32, expand_threshold=0.2, min_prob=0.01)
+        # In float32 a verify's cost climbs about twice as fast as in bf16 (8 tokens: 1.56 one-token
+        # forwards against 1.1), so fewer drafted nodes (docs/benchmark.md, "A float32 tree").
+        total = 8 if dtype == torch.float32 else 24
+        return cls(total_token=total, depth=6, top_k=6, lookup=32, expand_threshold=0.2, min_prob=0.01)
 
 
 @dataclass
