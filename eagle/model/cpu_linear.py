@@ -1,11 +1,11 @@
 """Float32 linear layers on the CPU through oneDNN, with each weight reordered once.
 
 PyTorch sends a float32 `F.linear` on the CPU to MKL's sgemm. On the 2-vCPU AVX2 AMD EPYC measured
-(docs/benchmark.md, "Float32 linears through oneDNN") that made a forward over 2 tokens cost twice
-one token and a 16-token tree verify 2.8 times, a cost that erased most of what a draft tree
+(docs/benchmark.md, "oneDNN weight prepacking") that made a forward over 2 tokens cost twice
+one token and a 16-token tree verify 2.9 times, a cost that erased most of what a draft tree
 earns. oneDNN, the library PyTorch already uses for bf16, with the weight reordered once into its
 blocked layout (what inductor's freezing pass does for CPU linears), ran Qwen2.5-Coder-0.5B's
-one-token forward 1.3x faster and its 8-token forward 2x faster there.
+one-token forward 1.33x faster and its 8-token forward 1.9x faster there.
 
 `pack_linears(model)` turns the model's `nn.Linear` layers into `PackedLinear`, which computes with
 the reordered copy when it can and with `F.linear` otherwise: other dtypes or devices, and
@@ -63,8 +63,7 @@ class PackedLinear(nn.Linear):
         return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, "none", [], "")
 
     def __getstate__(self):  # deepcopy and pickle: the opaque oneDNN copy cannot be, and is remade
-        state = super().__getstate__()
-        state = dict(state)
+        state = dict(super().__getstate__())
         state.pop("_packed", None)
         state.pop("_packed_key", None)
         return state
