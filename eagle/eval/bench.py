@@ -50,7 +50,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="assisted runs only with --assistant or a known pair (Qwen2.5-Coder 0.5B for the 1.5B)")
     p.add_argument("--num-prompts", type=int, default=None, help="first K prompts of each workload (default: all 80)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override every workload's (256; fim 128)")
-    p.add_argument("--total-token", type=int, default=None, help="tree nodes verified per step (default: per device)")
+    p.add_argument("--total-token", type=int, default=None, help="tree nodes verified per step (default: per device and dtype)")
     p.add_argument("--depth", type=int, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--lookup", type=int, default=None,

@@ -29,7 +29,7 @@ def _model_flags(p: argparse.ArgumentParser, draft: bool = True) -> None:
                    help="base dtype (auto: as stored; default: bfloat16 where the hardware computes it, "
                         "GPUs and CPUs with AVX512-BF16/AMX, else float32)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--total-token", type=int, default=None, help="tree nodes verified per step (default: per device)")
+    p.add_argument("--total-token", type=int, default=None, help="tree nodes verified per step (default: per device and dtype)")
     p.add_argument("--depth", type=int, default=None, help="tree depth (default: per device)")
     p.add_argument("--tree-top-k", type=int, default=None, help="children per tree node (default: per device)")
 

@@ -48,7 +48,7 @@ class DeployConfig:
     use_eagle3: bool = True
     # optional server settings (not in the tutorial's file)
     dtype: str | None = None  # base dtype; None: the hardware's fastest (eagle.model.base.fast_dtype)
-    total_token: int | None = None  # tree settings; None: the device's defaults
+    total_token: int | None = None  # tree settings; None: the device's and dtype's defaults
     depth: int | None = None
     top_k: int | None = None
     max_length: int | None = None  # prompt + completion tokens; None: the model's context
