@@ -192,6 +192,53 @@ def test_trimming_an_unsure_tree_is_lossless(setting):
                 assert max(sizes_lean) > 4 and sum(sizes_lean) < sum(sizes_full), sizes_lean
 
 
+def test_pruned_expansion_keeps_the_tree():
+    """draft_tree skips frontier nodes below min_prob or below the (total_token-1)-th best score so
+    far. The tree must be exactly the rerank of the tree drafted without skipping, and the draft
+    must have been called on fewer rows."""
+    import math
+
+    from eagle.model.generate import fused_features
+    from eagle.model.kv_cache import DraftKV
+    from eagle.model.tree import draft_tree
+
+    base = tiny_base("llama", predictable=True)
+    embed = base.get_input_embeddings()
+    for draft in (fit_draft(base), Eagle3Draft(DraftConfig.from_base(base.config))):
+        rows = []
+        forward = draft.forward
+        draft.forward = lambda hidden, *a, **kw: rows.append(hidden.shape[1]) or forward(hidden, *a, **kw)
+        prompt = prompts(1, seed=5)[0]
+        text = EaModel(base, draft, tree=TreeConfig(8, 3, 2)).naivegenerate(prompt, max_new_tokens=24)
+        saved = full_rows = 0
+        with torch.no_grad():
+            feats = fused_features(base(input_ids=text, output_hidden_states=True).hidden_states,
+                                   draft.config.aux_layer_ids)
+            d = forward(feats, embed(torch.roll(text, -1, 1)), torch.arange(text.shape[1])[None])
+            for r in range(prompt.shape[1], text.shape[1] - 1):
+                kv = DraftKV(d.key[:, :, :r], d.value[:, :, :r])
+                for total, min_prob, top_k in ((8, 0.0, 4), (8, 0.1, 4), (5, 0.05, 3), (16, 0.01, 4), (2, 0.0, 3)):
+                    rows.clear()
+                    cfg = TreeConfig(total_token=total, depth=5, top_k=top_k, min_prob=min_prob)
+                    tree = draft_tree(draft, embed, kv, d.hidden[0, r - 1], text[0, r], cfg)
+                    pruned_rows = sum(rows)
+                    rows.clear()
+                    big = draft_tree(draft, embed, kv, d.hidden[0, r - 1], text[0, r],
+                                     TreeConfig(total_token=10**6, depth=5, top_k=top_k))
+                    full_rows, saved = full_rows + sum(rows), saved + sum(rows) - pruned_rows
+                    # the rerank of the unpruned tree: best total-1 by score (earlier node on ties), min_prob
+                    keep = torch.sort(big.logp[1:], descending=True, stable=True).indices[: total - 1].sort().values + 1
+                    if min_prob:
+                        keep = keep[big.logp[keep] >= math.log(min_prob)]
+                    keep = torch.cat([torch.zeros(1, dtype=torch.long), keep])
+                    remap = torch.full((len(big),), -1, dtype=torch.long)
+                    remap[keep] = torch.arange(keep.numel())
+                    assert torch.equal(tree.tokens, big.tokens[keep]), (r, cfg)
+                    assert torch.equal(tree.parents, remap[big.parents[keep]]), (r, cfg)
+                    assert torch.equal(tree.depths, big.depths[keep]) and torch.allclose(tree.logp, big.logp[keep])
+        assert 0 < saved < full_rows, (saved, full_rows)
+
+
 def test_loaded_lm_head_gets_a_plain_row_at_prefill(tmp_path):
     """logits_to_keep=1 slices a [1, 1, H] view with the sequence's batch stride, which sends torch's
     CPU linear through a copy of the whole lm_head; load_base hands it a plain row, same logits."""
@@ -210,11 +257,11 @@ def test_loaded_lm_head_gets_a_plain_row_at_prefill(tmp_path):
 
 
 def test_default_tree_follows_device_and_dtype():
-    """A float32 verify costs more per token on a CPU than a bf16 one, so its default tree is smaller;
-    EaModel takes the base's dtype when no tree is given."""
+    """A float32 verify costs more per token on a CPU than a bf16 one, so its default tree is smaller
+    and each node must be likelier; EaModel takes the base's dtype when no tree is given."""
     cpu16, cpu32 = TreeConfig.for_device("cpu", torch.bfloat16), TreeConfig.for_device("cpu", torch.float32)
     assert (cpu16.total_token, cpu32.total_token, TreeConfig.for_device("cuda").total_token) == (24, 8, 60)
-    assert cpu32.lookup == cpu16.lookup and cpu32.min_prob == cpu16.min_prob
+    assert (cpu16.lookup, cpu16.min_prob) == (32, 0.01) and (cpu32.lookup, cpu32.min_prob) == (16, 0.1)
     base = tiny_base("llama")
     assert EaModel(base, fit_draft(base, steps=1)).tree == cpu32
     base16 = tiny_base("llama", dtype=torch.bfloat16)

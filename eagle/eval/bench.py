@@ -54,13 +54,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", type=int, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--lookup", type=int, default=None,
-                   help="prompt-lookup branch grafted on the tree, in tokens (0 = off; default: per device)")
+                   help="prompt-lookup branch grafted on the tree, in tokens (0 = off; default: per device and dtype)")
     p.add_argument("--expand-threshold", type=float, default=None,
-                   help="stop drafting deeper when the frontier's summed path probability is below this "
-                        "(0 = always full depth; default: per device)")
+                   help="stop drafting deeper when the summed path probability of the frontier nodes that could "
+                        "still be kept is below this (0 = up to --depth; default: per device)")
     p.add_argument("--min-prob", type=float, default=None,
                    help="drop drafted nodes whose path probability is below this (0 = keep total_token; "
-                        "default: per device)")
+                        "default: per device and dtype)")
     p.add_argument("--assistant", default=None, help="assistant model for `assisted` (zoo name or folder)")
     p.add_argument("--data-dir", default=None,
                    help="eval question folder (default: $EAGLE_EVAL_DATA, else ../shared/data/eval)")

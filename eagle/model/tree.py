@@ -4,7 +4,9 @@ Expansion: the root's top_k children form depth 1; each later round feeds the to
 newest layer (by cumulative draft log-probability) through the draft and adds their top_k children.
 Rerank: keep the `total_token - 1` best nodes of all drafted ones. A child's score never exceeds its
 parent's (log-probs are <= 0), and parents are created first, so a stable descending sort keeps
-every kept node's parent: the kept set is a tree.
+every kept node's parent: the kept set is a tree. For the same reason a frontier node already
+below the `total_token - 1`-th best score, or below `min_prob`, is not expanded: no descendant of
+it could be kept, so the tree is the same and the draft call smaller or skipped.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ class TreeConfig:
     depth: int = 6  # longest drafted path below the root; tau <= depth + 1
     top_k: int = 10  # children per expanded node, and nodes expanded per layer
     lookup: int = 0  # extra branch: up to this many tokens copied from an earlier n-gram match (0 = off)
-    # Stop drafting deeper once the frontier's summed path probability is below this. That sum
-    # bounds the accepted tokens one more draft call can add, so when the draft is unsure the call
-    # costs more than it can return (0 = always draft `depth` layers).
+    # Stop drafting deeper once the summed path probability of the frontier nodes that can still be
+    # kept is below this. That sum bounds the accepted tokens one more draft call can add, so when
+    # the draft is unsure the call costs more than it can return (0 = draft up to `depth` layers).
     expand_threshold: float = 0.0
     # Drop drafted nodes whose path probability under the draft is below this. Where every verified
     # token costs (a CPU), a node the draft gives 1% adds less acceptance than its verify time.
@@ -54,10 +56,12 @@ class TreeConfig:
         # less (Qwen2.5-Coder-0.5B code: same τ, 2.4 instead of 6 draft calls per cycle). Code
         # answers copy long stretches of the prompt, so the lookup branch runs up to 32 tokens, and
         # nodes under 1% are not worth their verify cost (docs/benchmark.md, "The lookup branch").
-        # In float32 a verify's cost climbs about twice as fast as in bf16 (8 tokens: 1.56 one-token
-        # forwards against 1.1), so fewer drafted nodes (docs/benchmark.md, "A float32 tree").
-        total = 8 if dtype == torch.float32 else 24
-        return cls(total_token=total, depth=6, top_k=6, lookup=32, expand_threshold=0.2, min_prob=0.01)
+        # In float32 a verify's cost climbs several times faster than in bf16 (each token past 8 adds
+        # ~0.065 one-token forwards against ~0.01), so a node must be likelier to pay for itself: fewer
+        # drafted nodes, none under 10%, a lookup branch of 16 (docs/benchmark.md, "A float32 tree").
+        if dtype == torch.float32:
+            return cls(total_token=8, depth=6, top_k=6, lookup=16, expand_threshold=0.2, min_prob=0.1)
+        return cls(total_token=24, depth=6, top_k=6, lookup=32, expand_threshold=0.2, min_prob=0.01)
 
 
 @dataclass
@@ -66,6 +70,7 @@ class Tree:
     parents: torch.Tensor  # [T] index of each node's parent; parents[0] = 0
     depths: torch.Tensor  # [T] root = 0
     ancestors: torch.Tensor  # [T, T] bool: ancestors[i, j] iff j is i or an ancestor of i
+    logp: torch.Tensor | None = None  # [T] the draft's path log-probability (root 0, grafted nodes nan)
 
     def __len__(self) -> int:
         return self.tokens.numel()
@@ -98,10 +103,20 @@ def draft_tree(draft: Eagle3Draft, embed: torch.nn.Module, kv: DraftKV, h_root: 
     f_parent_row = torch.full((k,), -1, device=dev)  # row of each frontier node's parent among expanded
     tree_k = tree_v = None  # keys/values of expanded nodes: [1, n_kv, E, hd]
     exp_anc = torch.zeros(0, 0, dtype=torch.bool, device=dev)  # [E, E] ancestors among expanded nodes
-    count = k
+    count, n_keep = k, cfg.total_token - 1
+    floor = math.log(cfg.min_prob) if cfg.min_prob else -math.inf
     for d in range(1, cfg.depth):
-        if cfg.expand_threshold and float(f_score.exp().sum()) < cfg.expand_threshold:
+        # Only frontier nodes scoring at least `cut` can have a kept descendant, since a child never
+        # outscores its parent: min_prob, and the n_keep-th best score drafted so far. The rest are
+        # not expanded, and the frontier's mass that counts against expand_threshold is theirs alone.
+        if n_keep == 0:
             break
+        cut = floor if count < n_keep else max(floor, float(torch.cat(scores).topk(n_keep).values[-1]))
+        live = f_score >= cut
+        if not live.any() or float(f_score[live].exp().sum()) < cfg.expand_threshold:
+            break
+        if not live.all():
+            f_node, f_h, f_score, f_tok, f_parent_row = (x[live] for x in (f_node, f_h, f_score, f_tok, f_parent_row))
         m, e = f_node.numel(), exp_anc.shape[0]
         new_anc = torch.zeros(m, e + m, dtype=torch.bool, device=dev)
         if e:
@@ -140,7 +155,8 @@ def draft_tree(draft: Eagle3Draft, embed: torch.nn.Module, kv: DraftKV, h_root: 
     all_parents = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), par])
     all_depths = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), depths[keep]])
     all_tokens = torch.cat([root_token.view(1), draft.to_target(tokens[keep])])
-    return Tree(all_tokens, all_parents, all_depths, ancestor_matrix(all_parents, cfg.depth))
+    all_logp = torch.cat([torch.zeros(1, device=dev), scores[keep]])
+    return Tree(all_tokens, all_parents, all_depths, ancestor_matrix(all_parents, cfg.depth), all_logp)
 
 
 def lookup_continuation(context: torch.Tensor, length: int, max_ngram: int = 3) -> torch.Tensor:
@@ -178,5 +194,7 @@ def add_branch(tree: Tree, chain: torch.Tensor) -> Tree:
         return tree
     dev = tree.tokens.device
     par = torch.tensor(parents, device=dev)
+    logp = None if tree.logp is None else \
+        torch.cat([tree.logp, tree.logp.new_full((len(tokens) - len(tree),), math.nan)])
     return Tree(torch.tensor(tokens, device=dev), par, torch.tensor(depths, device=dev),
-                ancestor_matrix(par, max(depths)))
+                ancestor_matrix(par, max(depths)), logp)
