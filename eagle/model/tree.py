@@ -58,7 +58,8 @@ class TreeConfig:
         # nodes under 1% are not worth their verify cost (docs/benchmark.md, "The lookup branch").
         # In float32 a verify's cost climbs several times faster than in bf16 (each token past 8 adds
         # ~0.065 one-token forwards against ~0.01), so a node must be likelier to pay for itself: fewer
-        # drafted nodes, none under 10%, a lookup branch of 16 (docs/benchmark.md, "A float32 tree").
+        # drafted nodes, none under 10%, a lookup branch of 16 (docs/benchmark.md, "Which nodes pay in
+        # float32").
         if dtype == torch.float32:
             return cls(total_token=8, depth=6, top_k=6, lookup=16, expand_threshold=0.2, min_prob=0.1)
         return cls(total_token=24, depth=6, top_k=6, lookup=32, expand_threshold=0.2, min_prob=0.01)
