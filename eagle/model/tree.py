@@ -148,7 +148,7 @@ def draft_tree(draft: Eagle3Draft, embed: torch.nn.Module, kv: DraftKV, h_root: 
     scores, tokens, parents, depths = (torch.cat(x) for x in (scores, tokens, parents, depths))
     keep = torch.sort(scores, descending=True, stable=True).indices[: cfg.total_token - 1].sort().values
     if cfg.min_prob:  # a child never scores above its parent, so what survives is still a tree
-        keep = keep[scores[keep] >= math.log(cfg.min_prob)]
+        keep = keep[scores[keep] >= floor]
     remap = torch.full((count,), -1, dtype=torch.long, device=dev)
     remap[keep] = torch.arange(1, keep.numel() + 1, device=dev)
     par = parents[keep]
