@@ -1,4 +1,4 @@
-"""Regeneration with a tiny base model built in the test: batched left-padded output equals
+"""Regeneration with a tiny base model built in the test: continuously batched output equals
 one-prompt-at-a-time greedy decoding, runs resume, FIM middles and chat turns are rewritten."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from eagle.data import detect_fim_sentinels, fim_prompt_ids, load_jsonl
 from eagle.data.chat_mask import chat_prompt_ids
 from eagle.data.regen import RegenConfig, generate_batch, regenerate
+from eagle.model.batch_decode import ContinuousBatch
 
 MAX_NEW = 8
 
@@ -89,6 +90,33 @@ def test_batched_left_padding_equals_one_at_a_time(base):
     batched = generate_batch(model, tok, prompts, cfg, stops)
     assert batched == [greedy_one(model, p, stops) for p in prompts]
     assert {finished for _, finished in batched} == {True, False}
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_continuous_batch_equals_one_at_a_time(base, batch_size):
+    """More prompts than rows: rows end at a stop token or the budget and leave, waiting prompts
+    take their places (prefilled in groups of similar length), and columns no running row uses
+    are dropped; every prompt's output is still its own one-at-a-time greedy decoding."""
+    model, tok = load(base)
+    stops = list(model.generation_config.eos_token_id)
+    g = torch.Generator().manual_seed(0)
+    lengths = [3, 40, 9, 25, 1, 17, 33, 6]  # groups split where a prompt is under 3/4 of the longest
+    prompts = [torch.randint(10, len(tok), (n,), generator=g).tolist() for n in lengths]
+    prompts += [fim_prompt_ids(tok, r["prefix"], r["suffix"]) for r in FIM_RECORDS]
+    batch = ContinuousBatch(model, batch_size, MAX_NEW, stops)
+    for i, p in enumerate(prompts):
+        batch.submit(i, p)
+    got, widths = {}, []
+    while batch.busy:
+        for i, ids, ended in batch.step():
+            assert i not in got
+            got[i] = (ids, ended)
+        if batch._cache is not None:
+            widths.append((batch._cache.get_seq_length(), max(len(prompts[k]) + len(batch._out[j])
+                                                              for j, k in enumerate(batch._keys))))
+    assert [got[i] for i in range(len(prompts))] == [greedy_one(model, p, stops) for p in prompts]
+    assert {ended for _, ended in got.values()} == {True, False}
+    assert all(w == need - 1 for w, need in widths)  # no column is kept that no running row needs
 
 
 def test_fim_regen_rewrites_middles_and_resumes(base, tmp_path):

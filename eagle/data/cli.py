@@ -61,7 +61,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--output", required=True)
     p.add_argument("--format", default="auto", choices=["auto", "fim", "chat", "mixed"])
     p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="rows decoded together; a row that ends is refilled with the next prompt at once")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)

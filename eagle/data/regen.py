@@ -2,9 +2,10 @@
 
 A draft head is judged on whether it guesses what the *base* will write, so it learns best from
 the base's own outputs rather than from human-written answers (EAGLE regenerates ShareGPT the
-same way). Generation is plain `model.generate`, batched with left padding. The output is
-appended record by record, each tagged with ``source_line`` (its input line), so an
-interrupted run resumes where it stopped.
+same way). Generation is plain decoding, greedy by default, many prompts at once in one
+continuous batch (eagle.model.batch_decode). The output is appended record by record as each
+is done, tagged with ``source_line`` (its input line), so an interrupted run resumes where it
+stopped.
 
 An answer cut by ``max_new_tokens`` is kept with ``"truncated": true``: training then does not
 teach an end token the model never wrote there. Conversations keep the turns up to that one.
@@ -98,41 +99,33 @@ def _stop_ids(model, tokenizer, extra: int | None = None) -> list[int]:
     return sorted(ids)
 
 
+def _sampling(config: RegenConfig):
+    from eagle.model.sampling import SamplingParams
+
+    # top_p 1 is "off" for both; no top_k and no repetition penalty: a checkpoint's
+    # generation_config must not change what we record as the model's own prediction
+    return SamplingParams(temperature=config.temperature, top_p=config.top_p)
+
+
 def generate_batch(model, tokenizer, prompts: list[list[int]], config: RegenConfig,
                    stop_ids: list[int]) -> list[tuple[list[int], bool]]:
     """Continue each prompt; returns (new ids without the stop token, finished) per prompt."""
-    import torch
+    from eagle.model.batch_decode import decode_all
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
-    width = max(len(p) for p in prompts)
-    # left padding: every row's last prompt token sits at the same column, where generation starts
-    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)  # [B, L]
-    attention = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, p in enumerate(prompts):
-        input_ids[row, width - len(p):] = torch.tensor(p)
-        attention[row, width - len(p):] = 1
-    sampling = config.temperature > 0
-    # explicit settings: the checkpoint's generation_config (repetition penalty, top_k) must not
-    # change what we record as the model's own prediction
-    kwargs = dict(do_sample=sampling, max_new_tokens=config.max_new_tokens, eos_token_id=stop_ids,
-                  pad_token_id=pad, repetition_penalty=1.0, num_beams=1)
-    if sampling:
-        kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=0)
-    else:
-        kwargs.update(temperature=None, top_p=None, top_k=None)
-    with torch.no_grad():
-        out = model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
-    results = []
-    stops = set(stop_ids)
-    for row in out[:, width:].tolist():
-        cut = next((i for i, t in enumerate(row) if t in stops), None)
-        results.append((row if cut is None else row[:cut], cut is not None))
-    return results
+    return decode_all(model, prompts, config.batch_size, config.max_new_tokens, stop_ids, _sampling(config))
 
 
 def regenerate(config: RegenConfig, model=None, tokenizer=None, progress: bool = True) -> RegenReport:
-    """Regenerate `config.input` into `config.output` (appending, skipping records done)."""
+    """Regenerate `config.input` into `config.output` (appending, skipping records done).
+
+    Every record is a coroutine that yields the prompts it needs answered, one at a time (a chat
+    turn's prompt holds the answers before it), and returns the rewritten record or None. The
+    prompts of the records in flight share one continuous batch. Records are taken in windows of
+    four batches, so that the batch can group prompts of similar length and no prompt waits for
+    more than its window; they are written in input order as soon as those before them are."""
     import torch
+
+    from eagle.model.batch_decode import ContinuousBatch
 
     if model is None or tokenizer is None:
         model, tokenizer = _load_base(config.basepath, config.dtype)
@@ -147,35 +140,58 @@ def regenerate(config: RegenConfig, model=None, tokenizer=None, progress: bool =
         numbered = numbered[:config.limit]
     todo = [(line, rec) for line, rec in numbered if line not in done]
     if fmt == "fim":
-        detect_fim_sentinels(tokenizer)  # fail before any generation when the model has no FIM
-    step = _regen_fim if fmt == "fim" else _regen_chat
+        end_id = detect_fim_sentinels(tokenizer).end_id  # fail before any generation when the model has no FIM
+        record_job, stops = _fim_record, _stop_ids(model, tokenizer, end_id)
+    else:
+        record_job, stops = _chat_record, _stop_ids(model, tokenizer)
+    batch = ContinuousBatch(model, config.batch_size, config.max_new_tokens, stops, _sampling(config))
+    jobs = {}  # index in todo -> the record's coroutine
+    finished = {}  # index in todo -> rewritten record (None: dropped), until those before it are written
+    written = started = 0
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "a", encoding="utf-8") as out, \
             tqdm(total=len(todo), desc=f"regen {fmt}", unit="rec", disable=not progress) as bar:
-        for b in range(0, len(todo), config.batch_size):
-            batch = todo[b:b + config.batch_size]
-            for line, rec in step(batch, model, tokenizer, config, report):
-                out.write(json.dumps({**rec, "source_line": line}, ensure_ascii=False) + "\n")
-                report.regenerated += 1
+
+        def advance(i, reply):
+            """Send record i its answer; submit its next prompt, or hold it for writing."""
+            try:
+                batch.submit(i, jobs[i].send(reply))
+            except StopIteration as stop:
+                finished[i] = stop.value
+                del jobs[i]
+                bar.update(1)
+
+        while started < len(todo) or batch.busy:
+            if not batch.waiting:
+                for i in range(started, min(started + 4 * config.batch_size, len(todo))):
+                    jobs[i] = record_job(todo[i][1], tokenizer, config, report)
+                    advance(i, None)
+                    started += 1
+            for i, ids, ended in batch.step():
+                advance(i, (ids, ended))
+            if written not in finished:
+                continue
+            while written in finished:  # the records done in input order so far
+                new = finished.pop(written)
+                if new is not None:
+                    out.write(json.dumps({**new, "source_line": todo[written][0]}, ensure_ascii=False) + "\n")
+                    report.regenerated += 1
+                written += 1
             out.flush()
             os.fsync(out.fileno())
-            bar.update(len(batch))
     return report
 
 
-def _regen_fim(batch, model, tokenizer, config, report):
-    s = detect_fim_sentinels(tokenizer)
-    prompts = [fim_prompt_ids(tokenizer, r["prefix"], r["suffix"], config.fim_mode, config.max_prompt_tokens)
-               for _, r in batch]
-    results = generate_batch(model, tokenizer, prompts, config, _stop_ids(model, tokenizer, s.end_id))
-    for (line, rec), (ids, finished) in zip(batch, results):
-        new = {**rec, "middle": tokenizer.decode(ids)}
-        new.pop("truncated", None)
-        if not finished:
-            new["truncated"] = True
-            report.truncated += 1
-        report.turns += 1
-        yield line, new
+def _fim_record(rec, tokenizer, config, report):
+    prompt = fim_prompt_ids(tokenizer, rec["prefix"], rec["suffix"], config.fim_mode, config.max_prompt_tokens)
+    ids, finished = yield prompt
+    new = {**rec, "middle": tokenizer.decode(ids)}
+    new.pop("truncated", None)
+    if not finished:
+        new["truncated"] = True
+        report.truncated += 1
+    report.turns += 1
+    return new
 
 
 def _messages_for_turns(messages: list[dict], max_turns: int | None) -> int:
@@ -186,41 +202,30 @@ def _messages_for_turns(messages: list[dict], max_turns: int | None) -> int:
     return answers[max_turns - 1] + 1 if len(answers) > max_turns else len(messages)
 
 
-def _regen_chat(batch, model, tokenizer, config, report):
-    stop_ids = _stop_ids(model, tokenizer)
-    convos = [chat_messages(rec) for _, rec in batch]
-    keep = [_messages_for_turns(c, config.max_turns) for c in convos]  # messages kept per record
-    cut = [False] * len(batch)
-    nxt = [0] * len(batch)  # next message index to look at
-    while True:
-        jobs = []
-        for r, c in enumerate(convos):
-            k = next((i for i in range(nxt[r], keep[r]) if c[i]["role"] == "assistant"), None)
-            if k is None:
-                continue
-            prompt = chat_prompt_ids(tokenizer, c[:k])
-            if len(prompt) > config.max_prompt_tokens:
-                keep[r] = k  # the rest of the conversation would not fit in training anyway
-                continue
-            jobs.append((r, k, prompt))
-        if not jobs:
-            break
-        results = generate_batch(model, tokenizer, [p for _, _, p in jobs], config, stop_ids)
-        for (r, k, _), (ids, finished) in zip(jobs, results):
-            convos[r][k]["content"] = tokenizer.decode(ids, skip_special_tokens=True)
-            report.turns += 1
-            nxt[r] = k + 1
-            if not finished:
-                keep[r], cut[r] = k + 1, True
-                report.truncated += 1
-    for (line, rec), c, n, was_cut in zip(batch, convos, keep, cut):
-        if not any(m["role"] == "assistant" for m in c[:n]):
-            report.dropped += 1
+def _chat_record(rec, tokenizer, config, report):
+    messages = chat_messages(rec)
+    keep = _messages_for_turns(messages, config.max_turns)  # messages kept
+    cut = False
+    for k in range(keep):
+        if messages[k]["role"] != "assistant":
             continue
-        key, text_key = ("conversations", "value") if "conversations" in rec else ("messages", "content")
-        turns = [{**t, text_key: m["content"]} for t, m in zip(rec[key][:n], c[:n])]
-        new = {**rec, key: turns}
-        new.pop("truncated", None)
-        if was_cut:
-            new["truncated"] = True
-        yield line, new
+        prompt = chat_prompt_ids(tokenizer, messages[:k])
+        if len(prompt) > config.max_prompt_tokens:
+            keep = k  # the rest of the conversation would not fit in training anyway
+            break
+        ids, finished = yield prompt
+        messages[k]["content"] = tokenizer.decode(ids, skip_special_tokens=True)
+        report.turns += 1
+        if not finished:
+            keep, cut = k + 1, True
+            report.truncated += 1
+            break
+    if not any(m["role"] == "assistant" for m in messages[:keep]):
+        report.dropped += 1
+        return None
+    key, text_key = ("conversations", "value") if "conversations" in rec else ("messages", "content")
+    new = {**rec, key: [{**t, text_key: m["content"]} for t, m in zip(rec[key][:keep], messages[:keep])]}
+    new.pop("truncated", None)
+    if cut:
+        new["truncated"] = True
+    return new

@@ -46,3 +46,41 @@ class DraftKV:
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
         self.k, self.v = torch.cat([self.k, k], 2), torch.cat([self.v, v], 2)
+
+
+# --- batches of left-padded rows (eagle.model.batch_decode) ----------------------------------
+# Every row's tokens sit in the last columns of the cache; the columns before them are padding
+# that the attention mask hides, so rows of any length share one set of tensors.
+
+def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    extra = width - t.shape[dim]
+    if extra <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = extra
+    return torch.cat([t.new_zeros(shape), t], dim)
+
+
+def _layer_kv(cache: DynamicCache):
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            yield layer, name, getattr(layer, name)  # [B, n_kv, L, hd]
+
+
+def select_rows(cache: DynamicCache, rows: torch.Tensor) -> None:
+    """Keep only the batch rows `rows` (in that order)."""
+    for layer, name, t in _layer_kv(cache):
+        setattr(layer, name, t[rows])
+
+
+def append_rows(cache: DynamicCache, other: DynamicCache) -> None:
+    """Put `other`'s rows after `cache`'s, padding the narrower of the two on the left."""
+    width = max(cache.get_seq_length(), other.get_seq_length())
+    for (layer, name, t), (_, _, u) in zip(_layer_kv(cache), _layer_kv(other)):
+        setattr(layer, name, torch.cat([_pad_left(t, width, 2), _pad_left(u, width, 2)]))
+
+
+def drop_columns(cache: DynamicCache, n: int) -> None:
+    """Drop the first `n` columns: padding in every row once the rows that needed them are gone."""
+    for layer, name, t in _layer_kv(cache):
+        setattr(layer, name, t[:, :, n:])
