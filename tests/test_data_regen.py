@@ -92,18 +92,22 @@ def test_batched_left_padding_equals_one_at_a_time(base):
     assert {finished for _, finished in batched} == {True, False}
 
 
-@pytest.mark.parametrize("batch_size", [1, 2, 3])
-def test_continuous_batch_equals_one_at_a_time(base, batch_size):
+@pytest.mark.parametrize("batch_size,prefill_tokens", [(1, 8192), (2, 8192), (3, 8192), (4, 60)])
+def test_continuous_batch_equals_one_at_a_time(base, batch_size, prefill_tokens):
     """More prompts than rows: rows end at a stop token or the budget and leave, waiting prompts
     take their places (prefilled in groups of similar length), and columns no running row uses
-    are dropped; every prompt's output is still its own one-at-a-time greedy decoding."""
+    are dropped; every prompt's output is still its own one-at-a-time greedy decoding. A small
+    prefill budget splits the groups further."""
     model, tok = load(base)
     stops = list(model.generation_config.eos_token_id)
     g = torch.Generator().manual_seed(0)
     lengths = [3, 40, 9, 25, 1, 17, 33, 6]  # groups split where a prompt is under 3/4 of the longest
     prompts = [torch.randint(10, len(tok), (n,), generator=g).tolist() for n in lengths]
     prompts += [fim_prompt_ids(tok, r["prefix"], r["suffix"]) for r in FIM_RECORDS]
-    batch = ContinuousBatch(model, batch_size, MAX_NEW, stops)
+    batch = ContinuousBatch(model, batch_size, MAX_NEW, stops, prefill_tokens=prefill_tokens)
+    admitted = []
+    batch._admit = lambda group, admit=batch._admit: (admitted.append([len(item[3]) for item in group]),
+                                                      admit(group))
     for i, p in enumerate(prompts):
         batch.submit(i, p)
     got, widths = {}, []
@@ -117,6 +121,8 @@ def test_continuous_batch_equals_one_at_a_time(base, batch_size):
     assert [got[i] for i in range(len(prompts))] == [greedy_one(model, p, stops) for p in prompts]
     assert {ended for _, ended in got.values()} == {True, False}
     assert all(w == need - 1 for w, need in widths)  # no column is kept that no running row needs
+    assert all(len(g) == 1 or len(g) * g[0] <= prefill_tokens for g in admitted)
+    assert any(len(g) > 1 for g in admitted) == (batch_size > 1)
 
 
 def test_fim_regen_rewrites_middles_and_resumes(base, tmp_path):
