@@ -21,7 +21,7 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-from .kv_cache import append_rows, drop_columns, new_base_cache, select_rows
+from .kv_cache import append_rows, drop_columns, new_base_cache, pad_left, select_rows
 from .sampling import SamplingParams
 
 # a prefill group ends where a prompt is shorter than this share of the group's longest
@@ -50,7 +50,7 @@ class ContinuousBatch:
         self._keys: list[Hashable] = []  # the running rows
         self._out: list[list[int]] = []
         self._cache = None
-        self._mask = self._pos = self._last = None  # [B, W], [B], [B]
+        self._mask = self._last = None  # [B, W] (1: a row's token, its position = count before it), [B]
 
     def submit(self, key: Hashable, prompt: Sequence[int]) -> None:
         if len(prompt) == 0:
@@ -102,22 +102,19 @@ class ContinuousBatch:
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
         token = self.sampling.sample(out.logits[:, -1], self.generator)  # [g]
         if self._cache is None:
-            self._cache, self._mask, self._pos, self._last = cache, mask, mask.sum(-1), token
+            self._cache, self._mask, self._last = cache, mask, token
         else:
             append_rows(self._cache, cache)
             w = self._cache.get_seq_length()
-            pad = lambda m: torch.cat([m.new_zeros((m.shape[0], w - m.shape[1])), m], 1)  # noqa: E731
-            self._mask = torch.cat([pad(self._mask), pad(mask)])
-            self._pos = torch.cat([self._pos, mask.sum(-1)])
+            self._mask = torch.cat([pad_left(self._mask, w, 1), pad_left(mask, w, 1)])
             self._last = torch.cat([self._last, token])
         self._keys += [key for _, _, key, _ in group]
         self._out += [[t] for t in token.tolist()]
 
     def _decode(self) -> None:
         self._mask = torch.cat([self._mask, self._mask.new_ones((len(self._keys), 1))], 1)
-        out = self.model(input_ids=self._last[:, None], attention_mask=self._mask, position_ids=self._pos[:, None],
-                         past_key_values=self._cache, use_cache=True)
-        self._pos = self._pos + 1
+        out = self.model(input_ids=self._last[:, None], attention_mask=self._mask,
+                         position_ids=self._mask.sum(-1, keepdim=True) - 1, past_key_values=self._cache, use_cache=True)
         self._last = self.sampling.sample(out.logits[:, -1], self.generator)
         for ids, t in zip(self._out, self._last.tolist()):
             ids.append(t)
@@ -134,12 +131,12 @@ class ContinuousBatch:
         if not done:
             return done
         if not keep:
-            self._cache = self._mask = self._pos = self._last = None
+            self._cache = self._mask = self._last = None
             self._keys, self._out = [], []
             return done
         rows = torch.tensor(keep, device=self.device)
         select_rows(self._cache, rows)
-        self._mask, self._pos, self._last = self._mask[rows], self._pos[rows], self._last[rows]
+        self._mask, self._last = self._mask[rows], self._last[rows]
         self._keys = [self._keys[r] for r in keep]
         self._out = [self._out[r] for r in keep]
         first = int(self._mask.any(0).int().argmax())  # leading columns no running row uses

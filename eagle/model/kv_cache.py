@@ -52,7 +52,7 @@ class DraftKV:
 # Every row's tokens sit in the last columns of the cache; the columns before them are padding
 # that the attention mask hides, so rows of any length share one set of tensors.
 
-def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+def pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     extra = width - t.shape[dim]
     if extra <= 0:
         return t
@@ -77,7 +77,7 @@ def append_rows(cache: DynamicCache, other: DynamicCache) -> None:
     """Put `other`'s rows after `cache`'s, padding the narrower of the two on the left."""
     width = max(cache.get_seq_length(), other.get_seq_length())
     for (layer, name, t), (_, _, u) in zip(_layer_kv(cache), _layer_kv(other)):
-        setattr(layer, name, torch.cat([_pad_left(t, width, 2), _pad_left(u, width, 2)]))
+        setattr(layer, name, torch.cat([pad_left(t, width, 2), pad_left(u, width, 2)]))
 
 
 def drop_columns(cache: DynamicCache, n: int) -> None:
