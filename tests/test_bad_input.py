@@ -72,6 +72,8 @@ def folders(tmp_path_factory):
     (["--prompt", "t1", "--max-new-tokens", "-5"], "--max-new-tokens must be >= 0"),
     (["--prompt", ""], "--prompt is empty"),
     (["--prompt", "@/nonexistent/prompt.txt"], "--prompt @/nonexistent/prompt.txt: cannot read the file"),
+    (["--prompt", "t1", "--suffix", "@/nonexistent/after.py"], "--suffix @/nonexistent/after.py: cannot read the file"),
+    (["--prompt", "t1", "--suffix", "t2", "--chat"], "--suffix (fill in the middle) and --chat cannot be used together"),
     (["--prompt", "t1", "--depth", "0"], "depth must be a positive int"),
     (["--prompt", "t1", "--basepath", "/nonexistent/base"], "base model not found: /nonexistent/base"),
     (["--prompt", "t1", "--basepath", "{root}/empty"], "empty: no config.json, so not a model folder"),
@@ -101,6 +103,33 @@ def test_generate_command_max_length_defaults_to_the_context(folders, capsys):
     assert "[3 tokens in" in capsys.readouterr().err
     assert main([*argv[:-1], "t1 " * 200]) == 2
     assert "tokens, at or past max_length=505" in capsys.readouterr().err
+
+
+def test_generate_command_fills_in_the_middle(folders, capsys, tmp_path):
+    """`--suffix` (text or @FILE): the model's FIM prompt, and the middle alone is printed, cut at
+    the end-of-middle token; the same text as the base's own greedy decoding of that prompt."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from eagle.cli import main
+    from eagle.data.fim_tokens import detect_fim_sentinels, fim_prompt_ids
+
+    base, head, _ = folders
+    prefix, suffix = "x = ", "\n"  # this tiny base writes 22 tokens of middle, then its end token
+    (tmp_path / "after.py").write_text(suffix)
+    tok = AutoTokenizer.from_pretrained(base)
+    ids = fim_prompt_ids(tok, prefix, suffix)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    new = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=40, eos_token_id=None,
+                         pad_token_id=0)[0, len(ids):].tolist()
+    end = detect_fim_sentinels(tok).end_id
+    assert 0 < new.index(end) < 40
+    expect = tok.decode(new[:new.index(end)], skip_special_tokens=True)
+    argv = ["generate", "--basepath", str(base), "--ea-model-path", str(head), "--dtype", "float32",
+            "--max-new-tokens", "40", "--prompt", prefix]
+    for given in (suffix, f"@{tmp_path / 'after.py'}"):
+        assert main([*argv, "--suffix", given]) == 0
+        out = capsys.readouterr()
+        assert out.out == expect and f"[{new.index(end) + 1} tokens in" in out.err
 
 
 @pytest.mark.parametrize("args, match", [

@@ -211,6 +211,65 @@ def test_completion_is_the_greedy_text_and_streams_the_same(server, reference):
     assert chunks[-1]["usage"]["completion_tokens"] == 40 and chunks[-1]["eagle"]["tau"] == tau
 
 
+def test_completion_with_a_suffix_fills_in_the_middle(server, reference):
+    """OpenAI's insertion (`suffix`): the prompt is the model's own FIM prompt, the answer the
+    middle alone, ended by the end-of-middle token; streamed the same."""
+    from eagle.data.fim_tokens import detect_fim_sentinels, fim_prompt_ids
+
+    client, _ = server
+    tok = reference.tokenizer
+    prefix, suffix = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"
+    ids = fim_prompt_ids(tok, prefix, suffix)
+    assert ids[-1] == detect_fim_sentinels(tok).middle_id  # the middle sentinel comes last
+    new = naive_ids(reference, ids, 32)
+    end = detect_fim_sentinels(tok).end_id
+    cut = new.index(end) if end in new else None
+    body = {"prompt": prefix, "suffix": suffix, "max_tokens": 32, "temperature": 0}
+    out = client.post("/v1/completions", json=body).json()
+    assert out["choices"][0]["text"] == tok.decode(new[:cut], skip_special_tokens=True)
+    assert out["choices"][0]["finish_reason"] == ("length" if cut is None else "stop")
+    assert out["usage"]["prompt_tokens"] == len(ids)
+    chunks = sse(client, "/v1/completions", body)
+    assert "".join(c["choices"][0]["text"] for c in chunks) == out["choices"][0]["text"]
+    # an empty prompt is a cursor at the start of the file
+    ids = fim_prompt_ids(tok, "", suffix)
+    out = client.post("/v1/completions", json={**body, "prompt": ""}).json()
+    assert out["usage"]["prompt_tokens"] == len(ids)
+
+
+def test_a_jobs_own_stop_ids_end_it(server, reference):
+    """A FIM request ends at its end-of-middle token, which need not be an EOS id (CodeLlama's
+    <EOT>): the engine stops at a job's own stop ids, and counts that token as it counts EOS."""
+    from eagle.serve.server import Done, Job
+
+    _, engine = server
+    ids = reference.tokenizer("class A:\n").input_ids
+    new = naive_ids(reference, ids, 16)
+    k = next(i for i in range(1, len(new)) if new[i] not in new[:i] and new[i] not in engine.stop_ids)
+    job = Job(prompt_ids=tuple(ids), max_tokens=16, temperature=0.0, top_p=1.0, top_k=0, stop=(), seed=None,
+              stop_ids=frozenset([new[k]]))
+    done = [ev for ev in engine.run(job) if isinstance(ev, Done)][-1]
+    assert done.text == reference.tokenizer.decode(new[:k], skip_special_tokens=True)
+    assert (done.finish_reason, done.completion_tokens) == ("stop", k + 1)
+
+
+def test_suffix_needs_a_fim_model():
+    """A tokenizer without FIM sentinels has no format to insert with: a 400 that says so."""
+    from types import SimpleNamespace
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from eagle.serve.server import Engine, RequestError
+
+    raw = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))},
+                               merges=[]))
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw)
+    with pytest.raises(RequestError, match="suffix \\(insertion\\) needs a model trained for fill-in-the-middle"):
+        Engine.fim_ids(SimpleNamespace(tok=tok), "x", "y")
+
+
 def test_chat_completion_uses_the_template(server, reference):
     client, _ = server
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "sum a list"}]
@@ -230,8 +289,10 @@ def test_chat_completion_uses_the_template(server, reference):
 
 
 def test_the_official_openai_client(server, reference):
-    """docs/deploy.md's client snippet: the `openai` package parses our answers and streams."""
+    """docs/deploy.md's client snippets: the `openai` package parses our answers and streams."""
     from openai import OpenAI
+
+    from eagle.data.fim_tokens import fim_prompt_ids
 
     client, _ = server
     oa = OpenAI(base_url=str(client.base_url.join("/v1")), api_key="none", max_retries=0)
@@ -247,6 +308,9 @@ def test_the_official_openai_client(server, reference):
                                    stream=True)
     text = "".join(c.choices[0].text for c in stream)
     assert text == naive_text(reference, tok("def add(a, b):").input_ids, 12)
+    # insertion, with the client's own `suffix` argument
+    r = oa.completions.create(model="deployment", prompt="x = ", suffix="\n", max_tokens=12, temperature=0)
+    assert r.choices[0].text == naive_text(reference, fim_prompt_ids(tok, "x = ", "\n"), 12)
 
 
 def test_stop_string_cuts_the_text(server, reference):
@@ -281,7 +345,9 @@ def test_requests_are_served_one_at_a_time(server):
     ("/v1/completions", {"prompt": "x", "temperature": float("nan")}, 400, "temperature must be a finite number"),
     ("/v1/completions", {"prompt": "x", "seed": 2**70}, 400, "seed must be in"),
     ("/v1/completions", {"prompt": "x", "max_tokens": 10**9}, 400, "context holds"),
-    ("/v1/completions", {"prompt": "x", "suffix": "y"}, 400, "suffix (insertion) is not supported"),
+    ("/v1/completions", {"prompt": [1, 2], "suffix": "y"}, 400, "with a suffix, prompt must be text"),
+    ("/v1/completions", {"prompt": "x", "suffix": 5}, 400, "suffix must be a string"),
+    ("/v1/completions", {"prompt": "x", "suffix": "y", "echo": True}, 400, "echo and suffix cannot be used together"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
      400, "tool calling is not supported"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],

@@ -12,6 +12,9 @@ def register(parser) -> None:
     parser.add_argument("--ea-model-path", "--ea_model_path", dest="ea_model_path", required=True,
                         help="draft head folder (config.json + model.safetensors)")
     parser.add_argument("--prompt", required=True, help="text, or @FILE to read it from a file")
+    parser.add_argument("--suffix", default=None,
+                        help="fill in the middle: the code after the cursor (text, or @FILE), with --prompt the "
+                             "code before it; written in the model's own FIM format, and the middle alone is printed")
     parser.add_argument("--chat", action="store_true", help="wrap the prompt with the tokenizer's chat template")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=0.0)
@@ -32,39 +35,54 @@ def register(parser) -> None:
 
 def run(args) -> int:
     try:  # the user's input (flags, files, models, prompt length): one line, not a traceback
-        tok, ids, stream = _start(args)
+        tok, ids, stream, stop_ids = _start(args)
         start = time.perf_counter()
         first = next(stream, None)  # its first step checks the prompt against the context
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    shown, steps, out = "", 0, ids
+    shown, steps, new = "", 0, []
     for out in itertools.chain([first] if first is not None else [], stream):
-        text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        new = out[0, ids.shape[1]:].tolist()
+        cut = next((i for i, t in enumerate(new) if t in stop_ids), None)  # the end of a FIM middle
+        text = tok.decode(new[:cut], skip_special_tokens=True)
         sys.stdout.write(text[len(shown):])
         sys.stdout.flush()
         shown, steps = text, steps + 1
-    secs = time.perf_counter() - start
-    new = out.shape[1] - ids.shape[1]
-    print(f"\n[{new} tokens in {secs:.2f}s, {new / secs:.1f} tok/s, {new / max(steps, 1):.2f} tokens per base forward]",
+        if cut is not None:
+            new = new[:cut + 1]
+            break
+    stream.close()
+    secs, n = time.perf_counter() - start, len(new)
+    print(f"\n[{n} tokens in {secs:.2f}s, {n / secs:.1f} tok/s, {n / max(steps, 1):.2f} tokens per base forward]",
           file=sys.stderr)
     return 0
 
 
+def _read(flag: str, value: str) -> str:
+    """A text flag's value, or the contents of the file it names as @FILE."""
+    if not value.startswith("@"):
+        return value
+    try:
+        return open(value[1:], encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{flag} {value}: cannot read the file ({e})") from None
+
+
 def _start(args):
-    """Check the flags, load and tokenize: the tokenizer, the prompt ids and the (unstarted) stream."""
+    """Check the flags, load and tokenize: the tokenizer, the prompt ids, the (unstarted) stream and
+    the token ids that end it besides the model's EOS."""
+    import torch
+
     from eagle.model.base import placement, resolve_dtype
     from eagle.model.ea_model import EaModel
     from eagle.model.sampling import SamplingParams
 
-    if args.prompt.startswith("@"):
-        try:
-            prompt = open(args.prompt[1:], encoding="utf-8").read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"--prompt {args.prompt}: cannot read the file ({e})") from None
-    else:
-        prompt = args.prompt
-    if not prompt:
+    prompt = _read("--prompt", args.prompt)
+    suffix = None if args.suffix is None else _read("--suffix", args.suffix)
+    if suffix is not None and args.chat:
+        raise ValueError("--suffix (fill in the middle) and --chat cannot be used together")
+    if not prompt and not suffix:  # with a suffix, an empty prompt is a cursor at the file's start
         raise ValueError("--prompt is empty")
     if args.max_new_tokens < 0:
         raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
@@ -74,11 +92,17 @@ def _start(args):
     model = EaModel.from_pretrained(base_model_path=args.basepath, ea_model_path=args.ea_model_path,
                                     total_token=args.total_token, depth=args.depth, top_k=args.tree_top_k,
                                     dtype=resolve_dtype(args.dtype, args.device), **placement(args.device))
-    tok = model.tokenizer
-    if args.chat:
-        prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
-    ids = tok(prompt, return_tensors="pt", add_special_tokens=not args.chat).input_ids
+    tok, stop_ids = model.tokenizer, frozenset()
+    if suffix is not None:
+        from eagle.data.fim_tokens import detect_fim_sentinels, fim_prompt_ids
+
+        stop_ids = frozenset([detect_fim_sentinels(tok).end_id])  # ValueError names the families tried
+        ids = torch.tensor([fim_prompt_ids(tok, prompt, suffix)])
+    else:
+        if args.chat:
+            prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+        ids = tok(prompt, return_tensors="pt", add_special_tokens=not args.chat).input_ids
     gen = model.naive_generate if args.naive else model.ea_generate
     return tok, ids, gen(ids, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                         max_new_tokens=args.max_new_tokens, max_length=args.max_length or sys.maxsize)
+                         max_new_tokens=args.max_new_tokens, max_length=args.max_length or sys.maxsize), stop_ids

@@ -3,7 +3,8 @@
     eagle serve --config deployment/config.json                 # from `eagle export`
     eagle serve --basepath B --ea-model-path D --port 8000      # or straight from a checkpoint
 
-Endpoints: `POST /v1/completions`, `POST /v1/chat/completions` (the tokenizer's chat template),
+Endpoints: `POST /v1/completions` (with `suffix`: fill in the middle, in the model's own FIM
+format), `POST /v1/chat/completions` (the tokenizer's chat template),
 `GET /v1/models`, `GET /health`. Requests take `model`, `max_tokens`, `temperature`, `top_p`,
 `top_k`, `stop`, `seed` (this request's own generator), `stream` (server-sent events, one chunk per
 base forward), `stream_options`; unset values come from the config (`max_new_tokens`,
@@ -61,6 +62,7 @@ class Job:
     seed: int | None
     stream: bool = False
     include_usage: bool = False  # stream_options.include_usage: a last chunk with the usage alone
+    stop_ids: frozenset[int] = frozenset()  # ends it besides the model's EOS (a FIM end-of-middle token)
 
 
 @dataclass
@@ -124,6 +126,24 @@ class Engine:
             raise RequestError("one prompt per request: this server generates with batch size 1", "prompt")
         raise RequestError("prompt must be a non-empty string or a list of token ids", "prompt")
 
+    def fim_ids(self, prompt, suffix) -> tuple[tuple[int, ...], int]:
+        """A completion with a `suffix` (insertion): the model's FIM prompt for the code before
+        (`prompt`) and after (`suffix`) the cursor, and the token that ends the middle."""
+        from eagle.data.fim_tokens import detect_fim_sentinels, fim_prompt_ids
+
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            raise RequestError("with a suffix, prompt must be text: the code before the insertion point", "prompt")
+        if not isinstance(suffix, str):
+            raise RequestError("suffix must be a string: the code after the insertion point", "suffix")
+        try:
+            end = detect_fim_sentinels(self.tok).end_id
+        except ValueError as e:  # a tokenizer without FIM sentinels: no format to insert with
+            raise RequestError(f"suffix (insertion) needs a model trained for fill-in-the-middle: {e}",
+                               "suffix") from None
+        return tuple(fim_prompt_ids(self.tok, _unicode(prompt, "prompt"), _unicode(suffix, "suffix"))), end
+
     def chat_ids(self, messages) -> tuple[int, ...]:
         if not isinstance(messages, list) or not messages:
             raise RequestError("messages must be a non-empty list of {role, content}", "messages")
@@ -167,7 +187,7 @@ class Engine:
                     steps += 1
                     generated = out.shape[1] - n
                     before, new = len(new), out[0, n:].tolist()
-                    cut = next((i for i, t in enumerate(new) if t in self.stop_ids), None)
+                    cut = next((i for i, t in enumerate(new) if t in self.stop_ids or t in job.stop_ids), None)
                     if cut is not None:
                         new, finish = new[:cut], "stop"
                     used = len(new) + (cut is not None)
@@ -253,7 +273,7 @@ def _number(body: dict, key: str, default, kind=float, low=None, high=None, abov
 
 
 # Request fields that would change the output's meaning if silently ignored.
-UNSUPPORTED = {"tools": "tool calling", "functions": "function calling", "suffix": "suffix (insertion)",
+UNSUPPORTED = {"tools": "tool calling", "functions": "function calling",
                "response_format": "response_format", "best_of": "best_of", "logit_bias": "logit_bias"}
 
 
@@ -268,7 +288,8 @@ def _unsupported(body: dict) -> None:
         raise RequestError("tool calling is not supported by this server", "tool_choice")
 
 
-def parse_job(body: dict, prompt_ids: tuple[int, ...], cfg: DeployConfig, context: int | None = None) -> Job:
+def parse_job(body: dict, prompt_ids: tuple[int, ...], cfg: DeployConfig, context: int | None = None,
+              stop_ids: frozenset[int] = frozenset()) -> Job:
     """Sampling settings of a request, checked; unset ones from the config. `context`: the most
     prompt + completion tokens the engine holds, so an explicit max_tokens past it is refused."""
     _unsupported(body)
@@ -305,7 +326,7 @@ def parse_job(body: dict, prompt_ids: tuple[int, ...], cfg: DeployConfig, contex
                temperature=_number(body, "temperature", cfg.temperature, float, 0.0),
                top_p=_number(body, "top_p", cfg.top_p, float, high=1.0, above=0.0),
                top_k=max(top_k, 0), stop=stop, seed=_number(body, "seed", None, int, *INT64),
-               stream=_flag(body, "stream"), include_usage=_flag(options or {}, "include_usage"))
+               stream=_flag(body, "stream"), include_usage=_flag(options or {}, "include_usage"), stop_ids=stop_ids)
 
 
 # ---------------------------------------------------------------------------- the app
@@ -369,7 +390,8 @@ def build_app(engine: Engine):
                     cancelled.set()
                     raise ClientGone from None
 
-    async def respond(request: Request, body: dict, prompt_ids: tuple[int, ...], chat: bool, echo_text: str = ""):
+    async def respond(request: Request, body: dict, prompt_ids: tuple[int, ...], chat: bool, echo_text: str = "",
+                      stop_ids: frozenset[int] = frozenset()):
         model = body.get("model")
         if model is not None and model != engine.name:
             return error(404, f"the model {model!r} does not exist; this server serves {engine.name!r}", "model",
@@ -378,7 +400,7 @@ def build_app(engine: Engine):
             engine.model.context_limit(engine.max_length, len(prompt_ids))
         except ValueError as e:
             raise RequestError(str(e), "prompt") from None
-        job = parse_job(body, prompt_ids, engine.cfg, engine.context)
+        job = parse_job(body, prompt_ids, engine.cfg, engine.context, stop_ids)
         queue, cancelled = start(job)
         first = await next_event(queue, request, cancelled)
         if first is None:  # cancelled before it started: its client has gone
@@ -465,6 +487,11 @@ def build_app(engine: Engine):
         body = await read_body(request)
         if "prompt" not in body:
             raise RequestError("prompt is required", "prompt")
+        if body.get("suffix") not in (None, ""):  # fill in the middle; the answer is the middle alone
+            if _flag(body, "echo"):
+                raise RequestError("echo and suffix cannot be used together", "echo")
+            ids, end = engine.fim_ids(body["prompt"], body["suffix"])
+            return await respond(request, body, ids, chat=False, stop_ids=frozenset([end]))
         ids = engine.prompt_ids(body["prompt"])
         echo = ""
         if _flag(body, "echo"):
