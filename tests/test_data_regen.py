@@ -13,8 +13,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from eagle.data import detect_fim_sentinels, fim_prompt_ids, load_jsonl
 from eagle.data.chat_mask import chat_prompt_ids
-from eagle.data.regen import RegenConfig, generate_batch, regenerate
-from eagle.model.batch_decode import ContinuousBatch
+from eagle.data.regen import RegenConfig, regenerate
+from eagle.model.batch_decode import ContinuousBatch, decode_all
 
 MAX_NEW = 8
 
@@ -87,7 +87,7 @@ def test_batched_left_padding_equals_one_at_a_time(base):
     prompts = [fim_prompt_ids(tok, r["prefix"], r["suffix"]) for r in FIM_RECORDS]
     assert len({len(p) for p in prompts}) > 1  # padding is exercised
     cfg = RegenConfig(basepath=str(base), input="", output="", max_new_tokens=MAX_NEW)
-    batched = generate_batch(model, tok, prompts, cfg, stops)
+    batched = decode_all(model, prompts, cfg.batch_size, cfg.max_new_tokens, stops)  # regen's default batch
     assert batched == [greedy_one(model, p, stops) for p in prompts]
     assert {finished for _, finished in batched} == {True, False}
 

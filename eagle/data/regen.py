@@ -107,14 +107,6 @@ def _sampling(config: RegenConfig):
     return SamplingParams(temperature=config.temperature, top_p=config.top_p)
 
 
-def generate_batch(model, tokenizer, prompts: list[list[int]], config: RegenConfig,
-                   stop_ids: list[int]) -> list[tuple[list[int], bool]]:
-    """Continue each prompt; returns (new ids without the stop token, finished) per prompt."""
-    from eagle.model.batch_decode import decode_all
-
-    return decode_all(model, prompts, config.batch_size, config.max_new_tokens, stop_ids, _sampling(config))
-
-
 def regenerate(config: RegenConfig, model=None, tokenizer=None, progress: bool = True) -> RegenReport:
     """Regenerate `config.input` into `config.output` (appending, skipping records done).
 

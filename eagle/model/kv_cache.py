@@ -19,16 +19,20 @@ def new_base_cache() -> DynamicCache:
     return DynamicCache()
 
 
+def _layer_kv(cache: DynamicCache):
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            yield layer, name, getattr(layer, name)  # [B, n_kv, L, hd]
+
+
 def keep_path(cache: DynamicCache, start: int, path: torch.Tensor) -> None:
     """After verifying a tree written at slots start.., keep only `path` (tree indices, ascending,
     path[0] = 0) in slots start..start+len(path)-1, and drop everything after."""
     slots = start + path
     end = start + path.numel()
-    for layer in cache.layers:
-        for name in ("keys", "values"):
-            t = getattr(layer, name)  # [B, n_kv, L, hd]
-            t[:, :, start:end] = t[:, :, slots]
-            setattr(layer, name, t[:, :, :end])
+    for layer, name, t in _layer_kv(cache):
+        t[:, :, start:end] = t[:, :, slots]
+        setattr(layer, name, t[:, :, :end])
 
 
 @dataclass
@@ -59,12 +63,6 @@ def pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     shape = list(t.shape)
     shape[dim] = extra
     return torch.cat([t.new_zeros(shape), t], dim)
-
-
-def _layer_kv(cache: DynamicCache):
-    for layer in cache.layers:
-        for name in ("keys", "values"):
-            yield layer, name, getattr(layer, name)  # [B, n_kv, L, hd]
 
 
 def select_rows(cache: DynamicCache, rows: torch.Tensor) -> None:
