@@ -17,6 +17,7 @@ from eagle.train.dataset import Sample, build_vocab, pad_batch, vocab_coverage
 from eagle.train.features import BaseRunner, FeatureCache, OnlineSource, StoredSource, base_fingerprint
 from eagle.train.loop import Stepper
 from eagle.train.tiny import tiny_base
+from eagle.train.soft_ce import linear_soft_ce
 from eagle.train.trainer import initial_draft
 from eagle.train.ttt import TargetHead, TTTObjective, base_lm_head_rows, prepare, step_counts, ttt_unroll
 
@@ -219,10 +220,37 @@ def test_global_batch_split_does_not_change_the_gradient(base):
 
 
 @pytest.mark.parametrize("autocast", [None, torch.bfloat16])
+@pytest.mark.parametrize("chunk", [2 ** 26, 5 * 48])  # all rows in one chunk; chunks of 5 rows
+def test_fused_soft_ce_matches_autograd_through_log_softmax(autocast, chunk):
+    """eagle.train.soft_ce finishes its gradients in forward, chunk by chunk: the same loss, per-row
+    cross-entropy, hits and gradients as autograd through the plain lm_head and log_softmax."""
+    torch.manual_seed(0)
+    r, n, vd, h = 23, 9, 48, 16
+    hidden, weight = torch.randn(r, h, requires_grad=True), (0.5 * torch.randn(vd, h)).requires_grad_()
+    target_p = torch.softmax(3 * torch.randn(n, vd), -1)
+    rows, target_idx, row_weight = torch.randint(0, n, (r,)), target_p.argmax(-1), torch.rand(r)
+    with torch.autocast("cpu", dtype=autocast or torch.float32, enabled=autocast is not None):
+        logp = torch.log_softmax((hidden @ weight.T).float(), -1)
+        ce_ref = -(target_p[rows] * logp).sum(-1)
+        (ce_ref * row_weight).sum().backward()
+        hit_ref = logp.argmax(-1) == target_idx[rows]
+    grads_ref = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    loss, ce, hit = linear_soft_ce(hidden, weight, target_p, rows, target_idx, row_weight, chunk, autocast)
+    (2 * loss).backward()  # backward scales the gradients finished in forward
+    tol = 1e-5 if autocast is None else 1e-2
+    assert torch.allclose(ce, ce_ref.detach(), rtol=tol, atol=tol) and torch.equal(hit, hit_ref)
+    assert torch.allclose(loss, (ce_ref * row_weight).sum().detach(), rtol=tol)
+    for got, ref in zip((hidden.grad, weight.grad), grads_ref):  # bf16: a bf16 step of the largest apart
+        assert torch.allclose(got, 2 * ref, rtol=tol, atol=1e-6 if autocast is None else 2 ** -7 * float(ref.abs().max()))
+    with torch.no_grad():  # evaluation: no gradients made
+        assert torch.equal(linear_soft_ce(hidden, weight, target_p, rows, target_idx, row_weight, chunk)[2], hit)
+
+
+@pytest.mark.parametrize("autocast", [None, torch.bfloat16])
 def test_chunked_logits_give_the_same_loss_and_gradient(base, autocast):
-    """Past `logit_chunk` elements the lm_head and loss run in row chunks recomputed in backward
-    (checkpoint, under the forward's autocast): same loss, counts, hits and gradient, and the graph
-    keeps no tensor of all rows x draft vocabulary."""
+    """The TTT objective with its lm_head rows in one chunk or in chunks of 5: same loss, counts,
+    hits and gradient, and the graph keeps no tensor of rows x draft vocabulary either way."""
     samples = _samples(3, (20, 14, 9))
     target_ids = build_vocab(samples, 264, 48)  # Vd 48 != H 64
     runner = BaseRunner(base, DraftConfig.from_base(base.config, 48).aux_layer_ids)
@@ -249,7 +277,7 @@ def test_chunked_logits_give_the_same_loss_and_gradient(base, autocast):
         results.append((out, grad, largest[0]))
     (a, ga, big), (b, gb, small) = results
     rows = int(a.count.sum())
-    assert rows > 2 * 5 and big >= rows * 48 and small <= 5 * 48
+    assert rows > 2 * 5 and big == small == 0
     assert a.count.tolist() == b.count.tolist() and a.correct.tolist() == b.correct.tolist()
     tol = 1e-5 if autocast is None else 1e-2
     assert torch.allclose(a.loss, b.loss, rtol=tol) and torch.allclose(a.ploss_sum, b.ploss_sum, rtol=tol)

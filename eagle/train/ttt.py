@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from eagle.model.draft import Eagle3Draft
+from eagle.train.soft_ce import linear_soft_ce
 
 
 @dataclass
@@ -184,13 +184,6 @@ def ttt_unroll(draft: Eagle3Draft, features: torch.Tensor, embeds: torch.Tensor,
         yield Step(j, h, origin, real)
 
 
-def _soft_ce(draft: Eagle3Draft, hidden, target_p, rows, target_idx):
-    """Soft cross-entropy and argmax hit of the draft's outputs `hidden` [R, H] against target rows."""
-    logp = torch.log_softmax(draft.logits(hidden).float(), -1)  # [R, Vd]
-    ce = -(target_p[rows] * logp).sum(-1)
-    return ce, logp.detach().argmax(-1) == target_idx[rows]
-
-
 @dataclass
 class TTTStats:
     loss: torch.Tensor  # scalar, the weighted objective of this micro-batch (with gradients)
@@ -203,28 +196,14 @@ class TTTObjective(nn.Module):
     """The draft plus its loss, one forward per micro-batch (so DDP and DeepSpeed wrap one call)."""
 
     def __init__(self, draft: Eagle3Draft, ttt_length: int = 7, decay: float = 0.8,
-                 autocast_dtype: torch.dtype | None = None, logit_chunk: int = 2 ** 27):
+                 autocast_dtype: torch.dtype | None = None, logit_chunk: int = 2 ** 23):
         super().__init__()
         self.draft = draft
         self.ttt_length, self.decay = ttt_length, decay
         self.autocast_dtype = autocast_dtype
-        # Most elements of a [rows, draft vocab] logit tensor held at once. The loss over all K steps
-        # of a long sequence needs several such fp32 tensors (logits, log-probs, gathered targets and
-        # their gradients): 14k rows x 32k words is 1.8 GB each. Past this size the rows go through
-        # the lm_head in chunks, each recomputed in backward instead of kept.
+        # Most elements of a [rows, draft vocab] logit tensor held at once: the lm_head and loss run
+        # over the rows in chunks of this size (eagle.train.soft_ce): 699 rows at 12k words, 262 at 32k.
         self.logit_chunk = logit_chunk
-
-    def _loss_rows(self, hidden, target_p, rows, target_idx):
-        """`_soft_ce` over all rows, chunked when their logits would exceed `logit_chunk` elements."""
-        size = max(1, self.logit_chunk // self.draft.config.draft_vocab_size)
-        if hidden.shape[0] <= size:
-            return _soft_ce(self.draft, hidden, target_p, rows, target_idx)
-        parts = []
-        for i in range(0, hidden.shape[0], size):
-            args = (self.draft, hidden[i:i + size], target_p, rows[i:i + size], target_idx)
-            parts.append(checkpoint(_soft_ce, *args, use_reentrant=False, preserve_rng_state=False)
-                         if torch.is_grad_enabled() else _soft_ce(*args))
-        return torch.cat([c for c, _ in parts]), torch.cat([h for _, h in parts])
 
     def forward(self, features, embeds, valid, target_p, target_idx, denom) -> TTTStats:
         k, dev = self.ttt_length, features.device
@@ -248,13 +227,17 @@ class TTTObjective(nn.Module):
                 picked.append(st.hidden[keep])
                 rows.append(r[keep])
                 sizes.append(rows[-1].numel())
-            # the lm_head runs over all steps together (chunks past logit_chunk), not once per step
-            ce, hit = self._loss_rows(torch.cat(picked), target_p, torch.cat(rows), target_idx)
-        loss = param.sum() * 0.0  # keeps every parameter in the graph, even with nothing to train
+            # the lm_head runs over all steps together, not once per step; a row of step j weighs
+            # decay**j / (the step's count over the global batch)
+            scale = self.decay ** torch.arange(len(sizes), device=dev) / denom[:len(sizes)].clamp(min=1)
+            row_weight = torch.repeat_interleave(scale, torch.tensor(sizes, device=dev))
+            ce_loss, ce, hit = linear_soft_ce(self.draft.norm(torch.cat(picked)), self.draft.lm_head.weight,
+                                              target_p, torch.cat(rows), target_idx, row_weight,
+                                              self.logit_chunk, self.autocast_dtype)
+        loss = param.sum() * 0.0 + ce_loss  # the zero keeps every parameter in the graph, even with nothing to train
         ploss = torch.zeros(k, dtype=torch.float64, device=dev)
         correct = torch.zeros(k, dtype=torch.long, device=dev)
         count = torch.zeros(k, dtype=torch.long, device=dev)
         for j, (ce_j, hit_j) in enumerate(zip(ce.split(sizes), hit.split(sizes))):
-            loss = loss + self.decay ** j * ce_j.sum() / denom[j].clamp(min=1)
-            ploss[j], correct[j], count[j] = ce_j.detach().sum().double(), hit_j.sum(), ce_j.numel()
+            ploss[j], correct[j], count[j] = ce_j.sum().double(), hit_j.sum(), ce_j.numel()
         return TTTStats(loss, ploss, correct, count)

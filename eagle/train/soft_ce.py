@@ -1,0 +1,67 @@
+"""The draft's lm_head and the soft cross-entropy against the base's distribution, fused and chunked.
+
+Written plainly, the loss over R trained rows builds several [R, draft vocab] fp32 tensors (logits,
+log-probabilities, gathered targets and the gradients of each): at the CPU recipe's 5,000 rows x
+12k words that is 240 MB apiece, and on CPUs such short-lived giants cost more to allocate and
+page in than to compute. Here the rows go through in chunks of at most `chunk` logits: each chunk's
+logits, loss and logit gradient (softmax - target) are made and dropped in turn, and the gradients
+of the lm_head's input and weight are finished in the forward pass, as the loss is a weighted sum
+of rows whose weights are known then. Backward only scales them. The same loss and gradient as
+autograd through `log_softmax` (tests/test_train_ttt.py), computed in `compute_dtype` (the
+autocast dtype) like the plain lm_head, with the weight's gradient summed in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class _LinearSoftCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, target_p, rows, target_idx, row_weight, chunk, compute_dtype, need_grad):
+        r = hidden.shape[0]
+        w = weight.to(compute_dtype)
+        ce = torch.empty(r, dtype=torch.float32, device=hidden.device)
+        hit = torch.empty(r, dtype=torch.bool, device=hidden.device)
+        grad_h = torch.empty_like(hidden) if need_grad else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_grad else None
+        step = max(1, chunk // weight.shape[0])
+        with torch.autocast(hidden.device.type, enabled=False):
+            for i in range(0, r, step):
+                h = hidden[i:i + step].to(compute_dtype)
+                z = (h @ w.T).float()  # [c, Vd] logits
+                p = target_p[rows[i:i + step]]  # [c, Vd] the base's distribution
+                lse = torch.logsumexp(z, -1, keepdim=True)
+                mass = p.sum(-1, keepdim=True)  # 1 up to rounding; kept so the loss is exactly -sum p log q
+                ce[i:i + step] = (lse * mass).squeeze(-1) - (p * z).sum(-1)
+                hit[i:i + step] = z.argmax(-1) == target_idx[rows[i:i + step]]
+                if need_grad:  # d ce / d z = mass * softmax(z) - p, times the row's weight in the loss
+                    g = z.sub_(lse).exp_().mul_(mass).sub_(p).mul_(row_weight[i:i + step, None]).to(compute_dtype)
+                    grad_h[i:i + step] = (g @ w).to(hidden.dtype)
+                    if grad_w.dtype == g.dtype:
+                        grad_w.addmm_(g.T, h)  # in place: no [Vd, H] temporary per chunk
+                    else:
+                        grad_w += (g.T @ h).float()
+        ctx.mark_non_differentiable(ce, hit)
+        if need_grad:
+            ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
+        return (ce * row_weight).sum(), ce, hit
+
+    @staticmethod
+    def backward(ctx, grad_loss, _ce, _hit):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_loss.to(grad_h.dtype), grad_w * grad_loss.to(grad_w.dtype), *[None] * 7
+
+
+def linear_soft_ce(hidden: torch.Tensor, weight: torch.Tensor, target_p: torch.Tensor, rows: torch.Tensor,
+                   target_idx: torch.Tensor, row_weight: torch.Tensor, chunk: int = 2 ** 23,
+                   compute_dtype: torch.dtype | None = None):
+    """Soft cross-entropy of `softmax(hidden @ weight.T)` against `target_p[rows]`.
+
+    hidden [R, H] (the lm_head's input), weight [Vd, H], target_p [N, Vd] float32, rows [R] (which
+    target row each hidden row is scored against), target_idx [N] (the target's argmax),
+    row_weight [R] float32. Returns (sum of row_weight * ce, with gradients to hidden and weight;
+    ce [R]; hit [R] = the logits' argmax is target_idx[rows]), the last two without gradients."""
+    need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    return _LinearSoftCE.apply(hidden, weight, target_p, rows, target_idx, row_weight.float(), chunk,
+                               compute_dtype or weight.dtype, need_grad)
