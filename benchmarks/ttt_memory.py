@@ -1,5 +1,6 @@
 """Peak memory and time of one TTT training step (forward + backward) at long sequence lengths, with
-the lm_head and loss in one piece and in row chunks (TTTObjective.logit_chunk), for a draft the size
+the fused lm_head and loss (eagle.train.soft_ce) over all rows in one chunk and in chunks of
+TTTObjective.logit_chunk logits, for a draft the size
 of Qwen2.5-0.5B's (H 896, 32k draft vocabulary), K = 7, every position trained.
 
     python benchmarks/ttt_memory.py --lengths 512,1024,2048
