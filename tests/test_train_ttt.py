@@ -247,6 +247,25 @@ def test_fused_soft_ce_matches_autograd_through_log_softmax(autocast, chunk):
         assert torch.equal(linear_soft_ce(hidden, weight, target_p, rows, target_idx, row_weight, chunk)[2], hit)
 
 
+def test_fused_soft_ce_keeps_tiny_row_weights_under_fp16():
+    """Row weights are ~1 / (rows in the global batch). In fp16 (the tutorial's DeepSpeed config on
+    GPUs) gradients folded with them before the products would underflow; with a loss scale they
+    must come out as float32's, to fp16 rounding."""
+    torch.manual_seed(1)
+    r, n, vd, h = 40, 12, 64, 32
+    hidden, weight = torch.randn(r, h, requires_grad=True), (0.3 * torch.randn(vd, h)).requires_grad_()
+    target_p = torch.softmax(2 * torch.randn(n, vd), -1)
+    rows, target_idx, row_weight = torch.randint(0, n, (r,)), target_p.argmax(-1), torch.full((r,), 1e-5)
+    grads = []
+    for dtype in (torch.float32, torch.float16):
+        hidden.grad = weight.grad = None
+        loss, _, _ = linear_soft_ce(hidden, weight, target_p, rows, target_idx, row_weight, 16 * vd, dtype)
+        (loss * 2 ** 16).backward()  # what a GradScaler does
+        grads.append((hidden.grad.clone(), weight.grad.clone()))
+    for ref, got in zip(*grads):
+        assert float((got - ref).abs().max()) < 5e-3 * float(ref.abs().max())
+
+
 @pytest.mark.parametrize("autocast", [None, torch.bfloat16])
 def test_chunked_logits_give_the_same_loss_and_gradient(base, autocast):
     """The TTT objective with its lm_head rows in one chunk or in chunks of 5: same loss, counts,

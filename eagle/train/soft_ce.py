@@ -6,9 +6,10 @@ log-probabilities, gathered targets and the gradients of each): at the CPU recip
 page in than to compute. Here the rows go through in chunks of at most `chunk` logits: each chunk's
 logits, loss and logit gradient (softmax - target) are made and dropped in turn, and the gradients
 of the lm_head's input and weight are finished in the forward pass, as the loss is a weighted sum
-of rows whose weights are known then. Backward only scales them. The same loss and gradient as
-autograd through `log_softmax` (tests/test_train_ttt.py), computed in `compute_dtype` (the
-autocast dtype) like the plain lm_head, with the weight's gradient summed in float32.
+of rows whose weights are known then; they are kept in float32, and backward only scales them
+(by the loss's gradient, an fp16 loss scale included). The same loss and gradients as autograd
+through `log_softmax` (tests/test_train_ttt.py), the products in `compute_dtype` (the autocast
+dtype) like the plain lm_head's.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ class _LinearSoftCE(torch.autograd.Function):
         w = weight.to(compute_dtype)
         ce = torch.empty(r, dtype=torch.float32, device=hidden.device)
         hit = torch.empty(r, dtype=torch.bool, device=hidden.device)
-        grad_h = torch.empty_like(hidden) if need_grad else None
+        # The row weights (0.8**j / a global count) are ~1e-4: applied before an fp16 product they
+        # would underflow it, so the products see them relative to the largest, which is applied in fp32.
+        unit = row_weight.max().clamp(min=torch.finfo(torch.float32).tiny) if r else row_weight.new_ones(())
+        rel = row_weight / unit
+        grad_h = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if need_grad else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_grad else None
         step = max(1, chunk // weight.shape[0])
         with torch.autocast(hidden.device.type, enabled=False):
@@ -35,22 +40,24 @@ class _LinearSoftCE(torch.autograd.Function):
                 mass = p.sum(-1, keepdim=True)  # 1 up to rounding; kept so the loss is exactly -sum p log q
                 ce[i:i + step] = (lse * mass).squeeze(-1) - (p * z).sum(-1)
                 hit[i:i + step] = z.argmax(-1) == target_idx[rows[i:i + step]]
-                if need_grad:  # d ce / d z = mass * softmax(z) - p, times the row's weight in the loss
-                    g = z.sub_(lse).exp_().mul_(mass).sub_(p).mul_(row_weight[i:i + step, None]).to(compute_dtype)
-                    grad_h[i:i + step] = (g @ w).to(hidden.dtype)
-                    if grad_w.dtype == g.dtype:
+                if need_grad:  # d ce / d z = mass * softmax(z) - p, times the row's (relative) weight
+                    g = z.sub_(lse).exp_().mul_(mass).sub_(p).mul_(rel[i:i + step, None]).to(compute_dtype)
+                    grad_h[i:i + step] = g @ w
+                    if g.dtype == torch.float32:
                         grad_w.addmm_(g.T, h)  # in place: no [Vd, H] temporary per chunk
                     else:
                         grad_w += (g.T @ h).float()
         ctx.mark_non_differentiable(ce, hit)
         if need_grad:
-            ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
+            ctx.save_for_backward(grad_h, grad_w, unit)
+            ctx.dtypes = hidden.dtype, weight.dtype
         return (ce * row_weight).sum(), ce, hit
 
     @staticmethod
     def backward(ctx, grad_loss, _ce, _hit):
-        grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_loss.to(grad_h.dtype), grad_w * grad_loss.to(grad_w.dtype), *[None] * 7
+        grad_h, grad_w, unit = ctx.saved_tensors
+        scale = grad_loss.float() * unit  # in fp32: an fp16 loss scale reaches the tiny weights here
+        return (grad_h * scale).to(ctx.dtypes[0]), (grad_w * scale).to(ctx.dtypes[1]), *[None] * 7
 
 
 def linear_soft_ce(hidden: torch.Tensor, weight: torch.Tensor, target_p: torch.Tensor, rows: torch.Tensor,
