@@ -16,8 +16,8 @@ from eagle.train.config import TrainConfig
 from eagle.train.dataset import Sample, build_vocab, pad_batch, vocab_coverage
 from eagle.train.features import BaseRunner, FeatureCache, OnlineSource, StoredSource, base_fingerprint
 from eagle.train.loop import Stepper
-from eagle.train.tiny import tiny_base
 from eagle.train.soft_ce import linear_soft_ce
+from eagle.train.tiny import tiny_base
 from eagle.train.trainer import initial_draft
 from eagle.train.ttt import TargetHead, TTTObjective, base_lm_head_rows, prepare, step_counts, ttt_unroll
 
