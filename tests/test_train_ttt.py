@@ -19,7 +19,8 @@ from eagle.train.loop import Stepper
 from eagle.train.soft_ce import linear_soft_ce
 from eagle.train.tiny import tiny_base
 from eagle.train.trainer import initial_draft
-from eagle.train.ttt import TargetHead, TTTObjective, base_lm_head_rows, prepare, step_counts, ttt_unroll
+from eagle.train.ttt import (SHAPE_MULTIPLE, TargetHead, TTTObjective, base_lm_head_rows, prepare, step_counts,
+                             ttt_unroll)
 
 
 @pytest.fixture(scope="module")
@@ -220,10 +221,11 @@ def test_global_batch_split_does_not_change_the_gradient(base):
 
 
 @pytest.mark.parametrize("autocast", [None, torch.bfloat16])
-@pytest.mark.parametrize("chunk", [2 ** 26, 5 * 48])  # all rows in one chunk; chunks of 5 rows
-def test_fused_soft_ce_matches_autograd_through_log_softmax(autocast, chunk):
+@pytest.mark.parametrize("chunk,multiple", [(2 ** 26, 1), (5 * 48, 1), (5 * 48, 8)])  # one chunk; 5 rows; 8 rows
+def test_fused_soft_ce_matches_autograd_through_log_softmax(autocast, chunk, multiple):
     """eagle.train.soft_ce finishes its gradients in forward, chunk by chunk: the same loss, per-row
-    cross-entropy, hits and gradients as autograd through the plain lm_head and log_softmax."""
+    cross-entropy, hits and gradients as autograd through the plain lm_head and log_softmax, also
+    when chunks are rounded to a row multiple (23 rows: 8 + 8 + 7, the last padded by one)."""
     torch.manual_seed(0)
     r, n, vd, h = 23, 9, 48, 16
     hidden, weight = torch.randn(r, h, requires_grad=True), (0.5 * torch.randn(vd, h)).requires_grad_()
@@ -236,7 +238,7 @@ def test_fused_soft_ce_matches_autograd_through_log_softmax(autocast, chunk):
         hit_ref = logp.argmax(-1) == target_idx[rows]
     grads_ref = hidden.grad.clone(), weight.grad.clone()
     hidden.grad = weight.grad = None
-    loss, ce, hit = linear_soft_ce(hidden, weight, target_p, rows, target_idx, row_weight, chunk, autocast)
+    loss, ce, hit = linear_soft_ce(hidden, weight, target_p, rows, target_idx, row_weight, chunk, autocast, multiple)
     (2 * loss).backward()  # backward scales the gradients finished in forward
     tol = 1e-5 if autocast is None else 1e-2
     assert torch.allclose(ce, ce_ref.detach(), rtol=tol, atol=tol) and torch.equal(hit, hit_ref)
@@ -268,13 +270,14 @@ def test_fused_soft_ce_keeps_tiny_row_weights_under_fp16():
 
 @pytest.mark.parametrize("autocast", [None, torch.bfloat16])
 def test_chunked_logits_give_the_same_loss_and_gradient(base, autocast):
-    """The TTT objective with its lm_head rows in one chunk or in chunks of 5: same loss, counts,
-    hits and gradient, and the graph keeps no tensor of rows x draft vocabulary either way."""
-    samples = _samples(3, (20, 14, 9))
+    """The TTT objective with its lm_head rows in one chunk or in chunks (of SHAPE_MULTIPLE rows, the
+    least): same loss, counts, hits and gradient, and the graph keeps no tensor of rows x draft
+    vocabulary either way."""
+    samples = _samples(3, (60, 44, 30))  # enough rows for several chunks of SHAPE_MULTIPLE
     target_ids = build_vocab(samples, 264, 48)  # Vd 48 != H 64
     runner = BaseRunner(base, DraftConfig.from_base(base.config, 48).aux_layer_ids)
     results = []
-    for chunk in (2 ** 26, 5 * 48):  # one call; chunks of 5 rows
+    for chunk in (2 ** 26, 5 * 48):  # one call; the smallest chunks (SHAPE_MULTIPLE rows)
         draft = _draft(base, vd=48)
         draft.set_vocab_mapping(target_ids)
         p = prepare(OnlineSource(runner, {"train": samples}).batch("train", [0, 1, 2]),
@@ -296,12 +299,37 @@ def test_chunked_logits_give_the_same_loss_and_gradient(base, autocast):
         results.append((out, grad, largest[0]))
     (a, ga, big), (b, gb, small) = results
     rows = int(a.count.sum())
-    assert rows > 2 * 5 and big == small == 0
+    assert rows > 2 * SHAPE_MULTIPLE and big == small == 0  # three chunks at least
     assert a.count.tolist() == b.count.tolist() and a.correct.tolist() == b.correct.tolist()
     tol = 1e-5 if autocast is None else 1e-2
     assert torch.allclose(a.loss, b.loss, rtol=tol) and torch.allclose(a.ploss_sum, b.ploss_sum, rtol=tol)
     # bf16 products summed in another order: a bf16 step of the largest gradient apart at most
     assert torch.allclose(ga, gb, rtol=tol, atol=1e-7 if autocast is None else 2 ** -7 * float(ga.abs().max()))
+
+
+def test_matmul_shapes_do_not_follow_the_batch_lengths(base):
+    """On CPUs oneDNN compiles and keeps a matmul per shape: batches of other lengths (and other
+    numbers of trained rows) must reuse the draft's shapes, not add new ones (eagle.train.ttt)."""
+    shapes = []
+
+    def record(module, args):
+        shapes[-1].add(tuple(args[0].shape))
+
+    for lengths in ((20, 14, 9), (27, 5, 11)):
+        samples = _samples(3, lengths)
+        target_ids = build_vocab(samples, 264, 48)
+        draft = _draft(base, vd=48)
+        draft.set_vocab_mapping(target_ids)
+        p = prepare(OnlineSource(BaseRunner(base, draft.config.aux_layer_ids), {"train": samples}).batch("train", [0, 1, 2]),
+                    base.get_input_embeddings().weight, draft.t2d, "cpu")
+        assert p.features.shape[1] == p.valid.shape[1] == SHAPE_MULTIPLE
+        p.target_p = TargetHead.from_base(base, target_ids).log_probs(p.hidden_valid).exp()
+        shapes.append(set())
+        hooks = [m.register_forward_pre_hook(record) for m in draft.modules() if isinstance(m, torch.nn.Linear)]
+        TTTObjective(draft, 4, 0.8)(p.features, p.embeds, p.valid, p.target_p, p.target_idx, step_counts(p.valid, 4))
+        for h in hooks:
+            h.remove()
+    assert shapes[0] == shapes[1] and all(s[1] % SHAPE_MULTIPLE == 0 for s in shapes[0])  # [B, S or M, in]
 
 
 def test_vocab_is_the_most_frequent_targets():

@@ -15,11 +15,13 @@ dtype) like the plain lm_head's.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 class _LinearSoftCE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, target_p, rows, target_idx, row_weight, chunk, compute_dtype, need_grad):
+    def forward(ctx, hidden, weight, target_p, rows, target_idx, row_weight, chunk, compute_dtype, row_multiple,
+                need_grad):
         r = hidden.shape[0]
         w = weight.to(compute_dtype)
         ce = torch.empty(r, dtype=torch.float32, device=hidden.device)
@@ -30,19 +32,25 @@ class _LinearSoftCE(torch.autograd.Function):
         rel = row_weight / unit
         grad_h = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if need_grad else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_grad else None
-        step = max(1, chunk // weight.shape[0])
+        step = max(row_multiple, chunk // weight.shape[0] // row_multiple * row_multiple)
         with torch.autocast(hidden.device.type, enabled=False):
             for i in range(0, r, step):
-                h = hidden[i:i + step].to(compute_dtype)
-                z = (h @ w.T).float()  # [c, Vd] logits
-                p = target_p[rows[i:i + step]]  # [c, Vd] the base's distribution
+                c = min(step, r - i)
+                # a short last chunk is padded to a multiple of row_multiple rows (fewer matmul shapes
+                # for oneDNN to compile, eagle.train.ttt.SHAPE_MULTIPLE); a zero target row has no
+                # mass, so it adds no loss and no gradient
+                pad = -c % row_multiple
+                h = F.pad(hidden[i:i + c].to(compute_dtype), (0, 0, 0, pad))
+                z = (h @ w.T).float()  # [c + pad, Vd] logits
+                p = F.pad(target_p[rows[i:i + c]], (0, 0, 0, pad))  # [c + pad, Vd] the base's distribution
                 lse = torch.logsumexp(z, -1, keepdim=True)
                 mass = p.sum(-1, keepdim=True)  # 1 up to rounding; kept so the loss is exactly -sum p log q
-                ce[i:i + step] = (lse * mass).squeeze(-1) - (p * z).sum(-1)
-                hit[i:i + step] = z.argmax(-1) == target_idx[rows[i:i + step]]
+                ce[i:i + c] = ((lse * mass).squeeze(-1) - (p * z).sum(-1))[:c]
+                hit[i:i + c] = z[:c].argmax(-1) == target_idx[rows[i:i + c]]
                 if need_grad:  # d ce / d z = mass * softmax(z) - p, times the row's (relative) weight
-                    g = z.sub_(lse).exp_().mul_(mass).sub_(p).mul_(rel[i:i + step, None]).to(compute_dtype)
-                    grad_h[i:i + step] = g @ w
+                    g = z.sub_(lse).exp_().mul_(mass).sub_(p).mul_(F.pad(rel[i:i + c, None], (0, 0, 0, pad)))
+                    g = g.to(compute_dtype)
+                    grad_h[i:i + c] = (g @ w)[:c]
                     if g.dtype == torch.float32:
                         grad_w.addmm_(g.T, h)  # in place: no [Vd, H] temporary per chunk
                     else:
@@ -57,18 +65,18 @@ class _LinearSoftCE(torch.autograd.Function):
     def backward(ctx, grad_loss, _ce, _hit):
         grad_h, grad_w, unit = ctx.saved_tensors
         scale = grad_loss.float() * unit  # in fp32: an fp16 loss scale reaches the tiny weights here
-        return (grad_h * scale).to(ctx.dtypes[0]), (grad_w * scale).to(ctx.dtypes[1]), *[None] * 7
+        return (grad_h * scale).to(ctx.dtypes[0]), (grad_w * scale).to(ctx.dtypes[1]), *[None] * 8
 
 
 def linear_soft_ce(hidden: torch.Tensor, weight: torch.Tensor, target_p: torch.Tensor, rows: torch.Tensor,
                    target_idx: torch.Tensor, row_weight: torch.Tensor, chunk: int = 2 ** 23,
-                   compute_dtype: torch.dtype | None = None):
+                   compute_dtype: torch.dtype | None = None, row_multiple: int = 1):
     """Soft cross-entropy of `softmax(hidden @ weight.T)` against `target_p[rows]`.
 
     hidden [R, H] (the lm_head's input), weight [Vd, H], target_p [N, Vd] float32, rows [R] (which
     target row each hidden row is scored against), target_idx [N] (the target's argmax),
-    row_weight [R] float32. Returns (sum of row_weight * ce, with gradients to hidden and weight;
+    row_weight [R] float32. Chunks hold a multiple of `row_multiple` rows, the last one padded. Returns (sum of row_weight * ce, with gradients to hidden and weight;
     ce [R]; hit [R] = the logits' argmax is target_idx[rows]), the last two without gradients."""
     need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     return _LinearSoftCE.apply(hidden, weight, target_p, rows, target_idx, row_weight.float(), chunk,
-                               compute_dtype or weight.dtype, need_grad)
+                               compute_dtype or weight.dtype, row_multiple, need_grad)

@@ -29,6 +29,17 @@ from torch import nn
 from eagle.model.draft import Eagle3Draft
 from eagle.train.soft_ce import linear_soft_ce
 
+# Sequence lengths, TTT subset sizes and loss chunks are rounded up to multiples of this. On CPUs
+# oneDNN compiles and caches a matmul per shape (up to 1,024, each holding its own scratch memory):
+# with every batch a new shape, training spent its steps compiling and its process grew by ~15 MB/s
+# (2 GB to 15 GB over an epoch of the --full recipe, the step 3 s to 7 s). Right padding changes
+# nothing the loss sees (causal attention; padded positions and rows are never trained).
+SHAPE_MULTIPLE = 32
+
+
+def round_up(n: int, multiple: int = SHAPE_MULTIPLE) -> int:
+    return -(-n // multiple) * multiple
+
 
 @dataclass
 class BaseBatch:
@@ -109,7 +120,12 @@ def prepare(batch: BaseBatch, embed_weight: torch.Tensor, t2d: torch.Tensor, dev
     the base's distribution is a target there as much as in an answer, and the features are paid for."""
     ids, lm, lengths = batch.input_ids.to(device), batch.loss_mask.to(device), batch.lengths.to(device)
     argmax = batch.argmax.to(device).long()
+    features = batch.features.to(device)
     b, s = ids.shape
+    if round_up(s) > s:  # right padding to a bucketed length (SHAPE_MULTIPLE)
+        pad = round_up(s) - s
+        ids, lm, argmax = F.pad(ids, (0, pad)), F.pad(lm, (0, pad)), F.pad(argmax, (0, pad))
+        features, s = F.pad(features, (0, 0, 0, pad)), s + pad
     pos = torch.arange(s, device=device)
     # target position p predicts x_{p+1}: it needs p+1 inside the sample and (without context) a loss token there
     nxt = torch.zeros_like(lm)
@@ -121,8 +137,8 @@ def prepare(batch: BaseBatch, embed_weight: torch.Tensor, t2d: torch.Tensor, dev
     with torch.no_grad():
         embeds = F.embedding(ids, embed_weight.to(device))
     return Prepared(
-        features=batch.features.to(device), embeds=embeds, valid=valid, target_p=None,
-        target_idx=draft_index[argmax[valid]], hidden_valid=batch.hidden.to(device)[valid],
+        features=features, embeds=embeds, valid=valid, target_p=None,
+        target_idx=draft_index[argmax[valid]], hidden_valid=batch.hidden.to(device)[valid[:, :batch.hidden.shape[1]]],
         tokens=int(lengths.sum()))
 
 
@@ -166,7 +182,7 @@ def ttt_unroll(draft: Eagle3Draft, features: torch.Tensor, embeds: torch.Tensor,
         return
     need = torch.ones(b, s, dtype=torch.bool, device=dev) if need is None else need
     counts = need.sum(1)  # [B]
-    m = max(int(counts.max()), 1)
+    m = min(round_up(max(int(counts.max()), 1)), s)  # padded rows are not `real`
     origin = torch.sort((~need).to(torch.int8), dim=1, stable=True).indices[:, :m]  # needed first, ascending
     real = torch.arange(m, device=dev)[None] < counts[:, None]  # [B, M]
     gather = lambda x, idx: x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
@@ -233,7 +249,7 @@ class TTTObjective(nn.Module):
             row_weight = torch.repeat_interleave(scale, torch.tensor(sizes, device=dev))
             ce_loss, ce, hit = linear_soft_ce(self.draft.norm(torch.cat(picked)), self.draft.lm_head.weight,
                                               target_p, torch.cat(rows), target_idx, row_weight,
-                                              self.logit_chunk, self.autocast_dtype)
+                                              self.logit_chunk, self.autocast_dtype, SHAPE_MULTIPLE)
         loss = param.sum() * 0.0 + ce_loss  # the zero keeps every parameter in the graph, even with nothing to train
         ploss = torch.zeros(k, dtype=torch.float64, device=dev)
         correct = torch.zeros(k, dtype=torch.long, device=dev)
