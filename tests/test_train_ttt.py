@@ -309,7 +309,8 @@ def test_chunked_logits_give_the_same_loss_and_gradient(base, autocast):
 
 def test_matmul_shapes_do_not_follow_the_batch_lengths(base):
     """On CPUs oneDNN compiles and keeps a matmul per shape: batches of other lengths (and other
-    numbers of trained rows) must reuse the draft's shapes, not add new ones (eagle.train.ttt)."""
+    numbers of trained rows) must reuse the base's and the draft's shapes, not add new ones
+    (eagle.train.ttt, and the base's runner in eagle.train.features)."""
     shapes = []
 
     def record(module, args):
@@ -320,12 +321,13 @@ def test_matmul_shapes_do_not_follow_the_batch_lengths(base):
         target_ids = build_vocab(samples, 264, 48)
         draft = _draft(base, vd=48)
         draft.set_vocab_mapping(target_ids)
+        shapes.append(set())
+        hooks = [m.register_forward_pre_hook(record) for net in (base, draft) for m in net.modules()
+                 if isinstance(m, torch.nn.Linear)]
         p = prepare(OnlineSource(BaseRunner(base, draft.config.aux_layer_ids), {"train": samples}).batch("train", [0, 1, 2]),
                     base.get_input_embeddings().weight, draft.t2d, "cpu")
         assert p.features.shape[1] == p.valid.shape[1] == SHAPE_MULTIPLE
         p.target_p = TargetHead.from_base(base, target_ids).log_probs(p.hidden_valid).exp()
-        shapes.append(set())
-        hooks = [m.register_forward_pre_hook(record) for m in draft.modules() if isinstance(m, torch.nn.Linear)]
         TTTObjective(draft, 4, 0.8)(p.features, p.embeds, p.valid, p.target_p, p.target_idx, step_counts(p.valid, 4))
         for h in hooks:
             h.remove()
