@@ -324,8 +324,8 @@ def test_matmul_shapes_do_not_follow_the_batch_lengths(base):
         shapes.append(set())
         hooks = [m.register_forward_pre_hook(record) for net in (base, draft) for m in net.modules()
                  if isinstance(m, torch.nn.Linear)]
-        p = prepare(OnlineSource(BaseRunner(base, draft.config.aux_layer_ids), {"train": samples}).batch("train", [0, 1, 2]),
-                    base.get_input_embeddings().weight, draft.t2d, "cpu")
+        src = OnlineSource(BaseRunner(base, draft.config.aux_layer_ids), {"train": samples})
+        p = prepare(src.batch("train", [0, 1, 2]), base.get_input_embeddings().weight, draft.t2d, "cpu")
         assert p.features.shape[1] == p.valid.shape[1] == SHAPE_MULTIPLE
         p.target_p = TargetHead.from_base(base, target_ids).log_probs(p.hidden_valid).exp()
         TTTObjective(draft, 4, 0.8)(p.features, p.embeds, p.valid, p.target_p, p.target_idx, step_counts(p.valid, 4))

@@ -75,8 +75,9 @@ def linear_soft_ce(hidden: torch.Tensor, weight: torch.Tensor, target_p: torch.T
 
     hidden [R, H] (the lm_head's input), weight [Vd, H], target_p [N, Vd] float32, rows [R] (which
     target row each hidden row is scored against), target_idx [N] (the target's argmax),
-    row_weight [R] float32. Chunks hold a multiple of `row_multiple` rows, the last one padded. Returns (sum of row_weight * ce, with gradients to hidden and weight;
-    ce [R]; hit [R] = the logits' argmax is target_idx[rows]), the last two without gradients."""
+    row_weight [R] float32. Chunks hold a multiple of `row_multiple` rows, the last one padded.
+    Returns (sum of row_weight * ce, with gradients to hidden and weight; ce [R]; hit [R] = the
+    logits' argmax is target_idx[rows]), the last two without gradients."""
     need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     return _LinearSoftCE.apply(hidden, weight, target_p, rows, target_idx, row_weight.float(), chunk,
                                compute_dtype or weight.dtype, row_multiple, need_grad)
