@@ -13,14 +13,13 @@ from eagle.model.config import DraftConfig
 from eagle.model.draft import Eagle3Draft
 from eagle.model.generate import fused_features
 from eagle.train.config import TrainConfig
-from eagle.train.dataset import Sample, build_vocab, pad_batch, vocab_coverage
+from eagle.train.dataset import SHAPE_MULTIPLE, Sample, build_vocab, pad_batch, vocab_coverage
 from eagle.train.features import BaseRunner, FeatureCache, OnlineSource, StoredSource, base_fingerprint
 from eagle.train.loop import Stepper
 from eagle.train.soft_ce import linear_soft_ce
 from eagle.train.tiny import tiny_base
 from eagle.train.trainer import initial_draft
-from eagle.train.ttt import (SHAPE_MULTIPLE, TargetHead, TTTObjective, base_lm_head_rows, prepare, step_counts,
-                             ttt_unroll)
+from eagle.train.ttt import TargetHead, TTTObjective, base_lm_head_rows, prepare, step_counts, ttt_unroll
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +309,7 @@ def test_chunked_logits_give_the_same_loss_and_gradient(base, autocast):
 def test_matmul_shapes_do_not_follow_the_batch_lengths(base):
     """On CPUs oneDNN compiles and keeps a matmul per shape: batches of other lengths (and other
     numbers of trained rows) must reuse the base's and the draft's shapes, not add new ones
-    (eagle.train.ttt, and the base's runner in eagle.train.features)."""
+    (eagle.train.dataset.pad_batch, and the TTT subsets and loss chunks of eagle.train.ttt)."""
     shapes = []
 
     def record(module, args):

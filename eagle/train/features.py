@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 
 from eagle.model.generate import fused_features
 from eagle.train.dataset import Sample, pad_batch, samples_digest
-from eagle.train.ttt import BaseBatch, round_up
+from eagle.train.ttt import BaseBatch
 
 CACHE_VERSION = 1
 SHARD_BYTES = 256 << 20
@@ -56,11 +56,7 @@ def base_fingerprint(base) -> str:
 
 
 class BaseRunner:
-    """Runs the frozen base on a padded batch: fused features, lm_head input and argmax.
-
-    The batch is right-padded further, to a multiple of `eagle.train.ttt.SHAPE_MULTIPLE` tokens, so
-    that batches of every length do not each make oneDNN compile new matmuls; the extra positions
-    are cut from the outputs (causal attention: they change nothing before them)."""
+    """Runs the frozen base on a padded batch: fused features, lm_head input and argmax."""
 
     def __init__(self, base, aux_layer_ids):
         self.base, self.aux = base, tuple(aux_layer_ids)
@@ -71,17 +67,15 @@ class BaseRunner:
         captured = {}
         head = self.base.get_output_embeddings()
         hook = head.register_forward_pre_hook(lambda mod, args: captured.__setitem__("h", args[0]))
-        s = ids.shape[1]
         try:
-            ids = torch.nn.functional.pad(ids.to(self.device), (0, round_up(s) - s))
+            ids = ids.to(self.device)
             attn = torch.arange(ids.shape[1], device=self.device)[None] < lengths.to(self.device)[:, None]
             out = self.base(input_ids=ids, attention_mask=attn.long(), output_hidden_states=True, use_cache=False)
         finally:
             hook.remove()
         if "h" not in captured or captured["h"].shape[:2] != ids.shape:
             raise RuntimeError("could not read the base's lm_head input; is get_output_embeddings() its head?")
-        return (fused_features(out.hidden_states, self.aux)[:, :s], captured["h"][:, :s],
-                out.logits[:, :s].argmax(-1))
+        return fused_features(out.hidden_states, self.aux), captured["h"], out.logits.argmax(-1)
 
 
 class FeatureSource:

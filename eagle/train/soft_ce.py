@@ -37,7 +37,7 @@ class _LinearSoftCE(torch.autograd.Function):
             for i in range(0, r, step):
                 c = min(step, r - i)
                 # a short last chunk is padded to a multiple of row_multiple rows (fewer matmul shapes
-                # for oneDNN to compile, eagle.train.ttt.SHAPE_MULTIPLE); a zero target row has no
+                # for oneDNN to compile, eagle.train.dataset.SHAPE_MULTIPLE); a zero target row has no
                 # mass, so it adds no loss and no gradient
                 pad = -c % row_multiple
                 h = F.pad(hidden[i:i + c].to(compute_dtype), (0, 0, 0, pad))

@@ -27,18 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from eagle.model.draft import Eagle3Draft
+from eagle.train.dataset import SHAPE_MULTIPLE, round_up
 from eagle.train.soft_ce import linear_soft_ce
-
-# Sequence lengths, TTT subset sizes and loss chunks are rounded up to multiples of this. On CPUs
-# oneDNN compiles and caches a matmul per shape (up to 1,024, each holding its own scratch memory):
-# with every batch a new shape, training spent its steps compiling and its process grew by ~15 MB/s
-# (2 GB to 15 GB over an epoch of the --full recipe, the step 3 s to 7 s). Right padding changes
-# nothing the loss sees (causal attention; padded positions and rows are never trained).
-SHAPE_MULTIPLE = 32
-
-
-def round_up(n: int, multiple: int = SHAPE_MULTIPLE) -> int:
-    return -(-n // multiple) * multiple
 
 
 @dataclass
@@ -120,12 +110,7 @@ def prepare(batch: BaseBatch, embed_weight: torch.Tensor, t2d: torch.Tensor, dev
     the base's distribution is a target there as much as in an answer, and the features are paid for."""
     ids, lm, lengths = batch.input_ids.to(device), batch.loss_mask.to(device), batch.lengths.to(device)
     argmax = batch.argmax.to(device).long()
-    features = batch.features.to(device)
     b, s = ids.shape
-    if round_up(s) > s:  # right padding to a bucketed length (SHAPE_MULTIPLE)
-        pad = round_up(s) - s
-        ids, lm, argmax = F.pad(ids, (0, pad)), F.pad(lm, (0, pad)), F.pad(argmax, (0, pad))
-        features, s = F.pad(features, (0, 0, 0, pad)), s + pad
     pos = torch.arange(s, device=device)
     # target position p predicts x_{p+1}: it needs p+1 inside the sample and (without context) a loss token there
     nxt = torch.zeros_like(lm)
@@ -137,8 +122,8 @@ def prepare(batch: BaseBatch, embed_weight: torch.Tensor, t2d: torch.Tensor, dev
     with torch.no_grad():
         embeds = F.embedding(ids, embed_weight.to(device))
     return Prepared(
-        features=features, embeds=embeds, valid=valid, target_p=None,
-        target_idx=draft_index[argmax[valid]], hidden_valid=batch.hidden.to(device)[valid[:, :batch.hidden.shape[1]]],
+        features=batch.features.to(device), embeds=embeds, valid=valid, target_p=None,
+        target_idx=draft_index[argmax[valid]], hidden_valid=batch.hidden.to(device)[valid],
         tokens=int(lengths.sum()))
 
 
