@@ -11,11 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from eagle.train.args import config_to_argv
 from eagle.train.config import TrainConfig
+from eagle.train.dataset import TrainError
 from eagle.train.state import TrainerState
 from eagle.train.tiny import write_tiny
 from eagle.train.trainer import train
@@ -97,3 +99,31 @@ def test_raising_num_epochs_trains_a_finished_run_on(tmp_path):
     again = train(cfg.replace(savedir=str(on)))  # "Nothing to do"
     assert again.finished and again.state.global_step == mb["global_step"]
     assert (on / "state_1/model.safetensors").read_bytes() == before
+
+
+def test_init_from_starts_from_a_trained_head_on_other_data(tmp_path):
+    """--init_from takes a head's weights and vocabulary into a new run on other data (here chat
+    records after FIM): at a vanishing learning rate the new run's head is the old one, and its
+    vocabulary is the old head's, not the one the new data would have built. A head of another
+    shape is refused with the mismatch named."""
+    tiny = write_tiny(tmp_path / "tiny", n_train=16, n_test=4)
+    common = dict(basepath=str(tiny["base"]), num_epochs=1, batch_size=2, grad_accum=1, max_length=64,
+                  draft_vocab_size=128, dtype="fp32", save_steps=100)
+    train(TrainConfig(trainpath=str(tiny["train"]), testpath=str(tiny["test"]), savedir=str(tmp_path / "A"),
+                      data_format="fim", lr=3e-3, **common))
+    chat = dict(trainpath=str(tiny["chat_train"]), testpath=str(tiny["chat_test"]), data_format="chat", **common)
+    train(TrainConfig(savedir=str(tmp_path / "B"), init_from=str(tmp_path / "A/state_0"), lr=1e-12, **chat))
+    train(TrainConfig(savedir=str(tmp_path / "C"), lr=3e-3, **chat))  # the same data from scratch
+
+    a, b, c = (load_file(str(tmp_path / d / "state_0/model.safetensors")) for d in "ABC")
+    assert torch.equal(b["d2t"], a["d2t"])
+    assert not torch.equal(c["d2t"], a["d2t"]), "the chat data builds another vocabulary"
+    for k in a:
+        assert torch.allclose(b[k].float(), a[k].float(), atol=1e-7), k
+    assert json.loads((tmp_path / "B/state_0/train_config.json").read_text())["init_from"] == str(tmp_path / "A/state_0")
+
+    with pytest.raises(TrainError, match=r"--init_from .*draft_vocab_size: 128 then, 96 now"):
+        train(TrainConfig(savedir=str(tmp_path / "D"), init_from=str(tmp_path / "A/state_0"), lr=1e-3,
+                          **{**chat, "draft_vocab_size": 96}))
+    with pytest.raises(ValueError, match="--init_lm_head base"):
+        TrainConfig(savedir=str(tmp_path / "E"), init_from=str(tmp_path / "A/state_0"), init_lm_head="base", **chat)

@@ -60,6 +60,9 @@ class TrainConfig:
     init_lm_head: str = _f("random", "the draft's lm_head at the start: random, or base = the base's own rows "
                                      "for the draft vocabulary (its final norm folded in): higher τ, larger "
                                      "trees (docs/training.md)", choices=LM_HEAD_INITS)
+    init_from: str | None = _f(None, "a trained head (state_<epoch> or an export) to start from: its weights and "
+                                     "vocabulary, with a new optimizer and schedule, e.g. to train on more "
+                                     "data; the draft flags must match it (docs/training.md)")
     context_targets: bool = _f(False, "also learn the base's distribution where the loss mask is off (prompts, "
                                       "FIM prefix and suffix): more targets from the same features, longer "
                                       "steps (docs/training.md)")
@@ -107,6 +110,9 @@ class TrainConfig:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.init_from is not None and self.init_lm_head != "random":
+            raise ValueError("--init_from starts from that head's lm_head; it cannot be combined with "
+                             f"--init_lm_head {self.init_lm_head}")
         for name, allowed in (("features", FEATURE_MODES), ("dtype", DTYPES), ("engine", ENGINES),
                               ("resume", RESUME), ("init_lm_head", LM_HEAD_INITS),
                               ("data_format", ("auto", "fim", "chat", "mixed"))):

@@ -124,17 +124,39 @@ def _read_resume(resume: Path) -> Resume:
     return Resume(resume, loaded["train_config.json"], loaded[TRAINER_STATE], loaded["model.safetensors"])
 
 
+def _draft_diffs(saved: DraftConfig, dcfg: DraftConfig) -> list[str]:
+    a, b = saved.to_dict(), dcfg.to_dict()
+    return [f"draft {k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and k != "torch_dtype"]  # the dtype is the weights', not the shape's
+
+
 def _check_resume_model(resume: Resume, dcfg: DraftConfig, fingerprint: str) -> None:
-    saved = resume.draft.config
     problems = []
     if resume.state.base_fingerprint != fingerprint:
         problems.append("the base model differs (config or weights)")
-    a, b = saved.to_dict(), dcfg.to_dict()
-    problems += [f"draft {k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
-                 if a.get(k) != b.get(k) and k != "torch_dtype"]  # the dtype is the weights', not the shape's
+    problems += _draft_diffs(resume.draft.config, dcfg)
     if problems:
         raise TrainError(f"cannot resume from {resume.path}: " + "; ".join(problems)
                          + ". Point --basepath at the model it was trained on, or use --resume no.")
+
+
+def _read_init(path: str, dcfg: DraftConfig, base_config, fingerprint: str) -> Eagle3Draft:
+    """--init_from: a trained head to train on, checked against this base and these draft flags."""
+    folder = Path(path)
+    try:
+        draft = load_draft(folder)
+        check_compatible(draft.config, base_config, source=f"--init_from {path}")
+    except (OSError, ValueError) as e:
+        raise TrainError(f"--init_from {path}: {e}") from None
+    problems = _draft_diffs(draft.config, dcfg)
+    # a training state folder knows its base's weights; an export knows only its shapes (checked above)
+    if (folder / TRAINER_STATE).is_file() and TrainerState.load(folder).base_fingerprint != fingerprint:
+        problems.insert(0, "it was trained on another base model (config or weights)")
+    if problems:
+        raise TrainError(f"--init_from {path} does not fit this run: " + "; ".join(problems)
+                         + ". Pass the draft flags it was trained with (its train_config.json), "
+                         "and the --basepath it was trained on.")
+    return draft
 
 
 def _load_base(cfg: TrainConfig, rt: Runtime):
@@ -234,10 +256,16 @@ def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str
     fingerprint = base_fingerprint(base)
     if resume is not None:
         _check_resume_model(resume, dcfg, fingerprint)
-        resumed = resume.draft
-        target_ids = torch.arange(dcfg.draft_vocab_size) + resumed.d2t
+        start = resume.draft
+        target_ids = torch.arange(dcfg.draft_vocab_size) + start.d2t
+    elif cfg.init_from is not None:
+        # its vocabulary stays: its lm_head rows are those tokens' rows
+        start = _read_init(cfg.init_from, dcfg, base.config, fingerprint)
+        target_ids = torch.arange(dcfg.draft_vocab_size) + start.d2t
+        rep.line(f"Starting from the head in {cfg.init_from} (--init_from): its weights and vocabulary, "
+                 "a new optimizer and learning-rate schedule")
     else:
-        resumed = None
+        start = None
         target_ids = build_vocab(train_s, dcfg.vocab_size, dcfg.draft_vocab_size)
     # Built from the training targets, the vocabulary covers them; the test share is the one that
     # shows what it misses: a held-out target outside it can never be drafted.
@@ -251,9 +279,9 @@ def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str
                  f"instead of the loss mask's {sum(s.num_targets for s in train_s)} (test figures keep the loss mask)")
 
     head = TargetHead.from_base(base, target_ids)
-    if resumed is not None:
+    if start is not None:
         draft = Eagle3Draft(dcfg)
-        draft.load_state_dict(resumed.state_dict())
+        draft.load_state_dict(start.state_dict())
     else:
         draft = initial_draft(cfg, dcfg, target_ids, base, head)
         if cfg.init_lm_head == "base":
