@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from eagle.eval.report import draft_recipe
 from eagle.train.args import config_to_argv
 from eagle.train.config import TrainConfig
 from eagle.train.dataset import TrainError
@@ -120,7 +121,11 @@ def test_init_from_starts_from_a_trained_head_on_other_data(tmp_path):
     assert not torch.equal(c["d2t"], a["d2t"]), "the chat data builds another vocabulary"
     for k in a:
         assert torch.allclose(b[k].float(), a[k].float(), atol=1e-7), k
-    assert json.loads((tmp_path / "B/state_0/train_config.json").read_text())["init_from"] == str(tmp_path / "A/state_0")
+    # the benchmark's recipe of B names A's, data and all
+    recipe = draft_recipe(str(tmp_path / "B/state_0"))
+    assert recipe["data"] == str(tiny["chat_train"]) and recipe["epochs"] == 1
+    assert recipe["init_from"]["path"] == str(tmp_path / "A/state_0") and recipe["init_from"]["data"] == str(tiny["train"])
+    assert "init_from" not in recipe["init_from"]
 
     with pytest.raises(TrainError, match=r"--init_from .*draft_vocab_size: 128 then, 96 now"):
         train(TrainConfig(savedir=str(tmp_path / "D"), init_from=str(tmp_path / "A/state_0"), lr=1e-3,

@@ -101,9 +101,10 @@ def eagle_figures(f: dict, runs: list[Run], one_token_s: float, verify_s: float,
 
 # ---------------------------------------------------------------------------- the draft's recipe
 
-def draft_recipe(ea_model_path: str | None, recipe_file: str | None = None) -> dict:
+def draft_recipe(ea_model_path: str | None, recipe_file: str | None = None, depth: int = 0) -> dict:
     """How the draft was made: --recipe JSON as given, else what the training run saved next to
-    the checkpoint (train_config.json, trainer_state.json, metrics.json)."""
+    the checkpoint (train_config.json, trainer_state.json, metrics.json), and the recipe of the head
+    it started from (--init_from; `depth` counts those links, so a folder trained from itself ends)."""
     if recipe_file:
         return {"source": str(recipe_file), **json.loads(Path(recipe_file).read_text())}
     if not ea_model_path:
@@ -134,6 +135,8 @@ def draft_recipe(ea_model_path: str | None, recipe_file: str | None = None) -> d
                     # heads from before these flags trained as their defaults
                     "init_lm_head": cfg.get("init_lm_head", "random"),
                     "context_targets": cfg.get("context_targets", False)})
+        if cfg.get("init_from"):  # trained on from another head: that head's recipe is part of this one
+            out["init_from"] = draft_recipe(cfg["init_from"], depth=depth + 1) if depth < 8 else cfg["init_from"]
     if state:
         hist = state.get("history") or []
         out.update({"epochs": len(hist) if hist else state.get("epoch"), "tokens_seen": state.get("tokens_seen"),
