@@ -267,8 +267,8 @@ def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str
     else:
         start = None
         target_ids = build_vocab(train_s, dcfg.vocab_size, dcfg.draft_vocab_size)
-    # Built from the training targets, the vocabulary covers them; the test share is the one that
-    # shows what it misses: a held-out target outside it can never be drafted.
+    # Built from the training targets, the vocabulary covers them (one kept from --init_from may not);
+    # the test share is the one that shows what it misses: a held-out target outside it can never be drafted.
     rep.line(f"Draft vocabulary: {dcfg.draft_vocab_size} of {dcfg.vocab_size} tokens, covering "
              f"{100 * vocab_coverage(train_s, target_ids):.2f}% of the training targets and "
              f"{100 * vocab_coverage(test_s, target_ids):.2f}% of the test targets; "
