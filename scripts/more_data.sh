@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Train the `--full` recipe's head on with more data: the base's answers to 1,600 more ShareGPT first
-# turns and 600 more FIM records, one epoch from its weights (`eagle train --init_from`), then the
-# issue-5 benchmark. Run `make quickstart ARGS="--full --epochs 4"` first. Every step skips work it
-# already finished. benchmarks/README.md has what it measured (Dec 6).
+# Train the `--full` recipe's head on with more data: the base's answers to 1,566 more ShareGPT
+# first turns (1,410 kept; regen drops the rest) and 600 more FIM records, one epoch from its weights
+# (`eagle train --init_from`), then the issue-5 benchmark. Run `make quickstart ARGS="--full
+# --epochs 4"` first. Every step skips work it already finished. benchmarks/README.md has what it
+# measured (Dec 6).
 #
 #   bash scripts/more_data.sh        # ~25 min of answers, ~30 of features, ~35 of training, ~25 of benchmarks
 #   EPOCHS=2 bash scripts/more_data.sh   # then train on for a second epoch (resumes; ~35 min) and benchmark that

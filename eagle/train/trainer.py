@@ -146,11 +146,12 @@ def _read_init(path: str, dcfg: DraftConfig, base_config, fingerprint: str) -> E
     try:
         draft = load_draft(folder)
         check_compatible(draft.config, base_config, source=f"--init_from {path}")
-    except (OSError, ValueError) as e:
+        # a training state folder knows its base's weights; an export knows only its shapes (checked above)
+        state = TrainerState.load(folder) if (folder / TRAINER_STATE).is_file() else None
+    except (OSError, ValueError, TypeError) as e:
         raise TrainError(f"--init_from {path}: {e}") from None
     problems = _draft_diffs(draft.config, dcfg)
-    # a training state folder knows its base's weights; an export knows only its shapes (checked above)
-    if (folder / TRAINER_STATE).is_file() and TrainerState.load(folder).base_fingerprint != fingerprint:
+    if state is not None and state.base_fingerprint != fingerprint:
         problems.insert(0, "it was trained on another base model (config or weights)")
     if problems:
         raise TrainError(f"--init_from {path} does not fit this run: " + "; ".join(problems)
@@ -254,19 +255,17 @@ def _train(cfg: TrainConfig, rt: Runtime, rep: Reporter, savedir: Path, fmt: str
     except ValueError as e:
         raise TrainError(str(e)) from None
     fingerprint = base_fingerprint(base)
+    start = None  # a trained head to go on from: resume/, else --init_from
     if resume is not None:
         _check_resume_model(resume, dcfg, fingerprint)
         start = resume.draft
-        target_ids = torch.arange(dcfg.draft_vocab_size) + start.d2t
     elif cfg.init_from is not None:
-        # its vocabulary stays: its lm_head rows are those tokens' rows
         start = _read_init(cfg.init_from, dcfg, base.config, fingerprint)
-        target_ids = torch.arange(dcfg.draft_vocab_size) + start.d2t
         rep.line(f"Starting from the head in {cfg.init_from} (--init_from): its weights and vocabulary, "
                  "a new optimizer and learning-rate schedule")
-    else:
-        start = None
-        target_ids = build_vocab(train_s, dcfg.vocab_size, dcfg.draft_vocab_size)
+    # a trained head keeps its vocabulary: its lm_head rows are those tokens' rows
+    target_ids = (torch.arange(dcfg.draft_vocab_size) + start.d2t if start is not None
+                  else build_vocab(train_s, dcfg.vocab_size, dcfg.draft_vocab_size))
     # Built from the training targets, the vocabulary covers them (one kept from --init_from may not);
     # the test share is the one that shows what it misses: a held-out target outside it can never be drafted.
     rep.line(f"Draft vocabulary: {dcfg.draft_vocab_size} of {dcfg.vocab_size} tokens, covering "
