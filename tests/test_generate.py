@@ -239,6 +239,41 @@ def test_pruned_expansion_keeps_the_tree():
         assert 0 < saved < full_rows, (saved, full_rows)
 
 
+def test_greedy_walk_accepts_what_the_all_rows_rule_accepts():
+    """On the CPU accept_greedy walks from the root reading only the visited rows' argmax; the rule
+    over every row at once (a GPU's, and the replay script's) must give the same path and bonus
+    token, on trees with deep matches, no match, a match ending at a leaf, and tied maxima."""
+    from eagle.model.generate import accept_greedy, accept_targets
+    from eagle.model.sampling import greedy_tokens
+    from eagle.model.tree import Tree, ancestor_matrix
+
+    gen = torch.Generator().manual_seed(0)
+    depths_seen = set()
+    for trial in range(300):
+        t, v = int(torch.randint(1, 40, (1,), generator=gen)), 50
+        parents, tokens, depths = [0], [7], [0]
+        for i in range(1, t):  # siblings hold distinct tokens, as a top-k draw does
+            p = int(torch.randint(0, i, (1,), generator=gen))
+            used = {tokens[c] for c in range(1, i) if parents[c] == p}
+            tok = next(x for x in torch.randperm(v, generator=gen).tolist() if x not in used)
+            parents.append(p), tokens.append(tok), depths.append(depths[p] + 1)
+        par = torch.tensor(parents)
+        tree = Tree(torch.tensor(tokens), par, torch.tensor(depths), ancestor_matrix(par, max(depths)))
+        logits = torch.randn(t, v, generator=gen).to(torch.bfloat16)
+        for i in range(t):  # mostly steer each row to one of its children, so paths run deep
+            kids = [c for c in range(1, t) if parents[c] == i]
+            if kids and torch.rand(1, generator=gen) < 0.8:
+                logits[i, tokens[kids[int(torch.randint(0, len(kids), (1,), generator=gen))]]] = 10.0
+            if trial % 3 == 0:  # a tie: the first maximal id wins, in both rules
+                j = int(logits[i].float().argmax())
+                logits[i, (j + 1 + int(torch.randint(0, v - 1, (1,), generator=gen))) % v] = logits[i, j]
+        path, bonus = accept_greedy(tree, logits)
+        ref_path, ref_bonus = accept_targets(tree, greedy_tokens(logits))
+        assert torch.equal(path, ref_path) and int(bonus) == int(ref_bonus), trial
+        depths_seen.add(path.numel() - 1)
+    assert {0, 1, 2, 3} <= depths_seen  # the trees exercised no match, and deep ones
+
+
 def test_loaded_lm_head_gets_a_plain_row_at_prefill(tmp_path):
     """logits_to_keep=1 slices a [1, 1, H] view with the sequence's batch stride, which sends torch's
     CPU linear through a copy of the whole lm_head; load_base hands it a plain row, same logits."""

@@ -80,10 +80,33 @@ def prefill(base, input_ids: torch.Tensor, cache, want_features: bool):
 # ---------------------------------------------------------------------------------------------
 # acceptance (EAGLE §3.3 / SpecInfer multi-candidate verification)
 
+def _children(tree: Tree) -> dict[int, list[int]]:
+    """node -> its children, in tree order (for a top-k draw, the draft's order). Siblings hold
+    distinct tokens: the top-k of one draw, with the lookup branch merged into it."""
+    children: dict[int, list[int]] = {}
+    for i, p in enumerate(tree.parents.tolist()[1:], 1):
+        children.setdefault(p, []).append(i)
+    return children
+
+
 def accept_greedy(tree: Tree, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Longest root path whose every token is the base's argmax; plus the base's next token.
-    logits: [T, V]. Returns (path [k+1] tree indices from the root, bonus token [])."""
-    return accept_targets(tree, greedy_tokens(logits))
+    logits: [T, V]. Returns (path [k+1] tree indices from the root, bonus token []).
+
+    On the CPU the walk from the root takes the argmax of the nodes it visits only: a row's max
+    over the vocabulary costs ~0.05 ms there, and a tree with its lookup branch has up to ~60 rows
+    of which τ are visited. A GPU takes every row at once, for a single device read."""
+    if logits.device.type != "cpu":
+        return accept_targets(tree, greedy_tokens(logits))
+    children, tokens = _children(tree), tree.tokens.tolist()
+    node, path = 0, [0]
+    while True:
+        target = greedy_tokens(logits[node])
+        t = int(target)
+        node = next((c for c in children.get(node, ()) if tokens[c] == t), None)
+        if node is None:
+            return torch.tensor(path), target
+        path.append(node)
 
 
 def accept_targets(tree: Tree, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,10 +125,7 @@ def accept_sampling(tree: Tree, logits: torch.Tensor, sp: SamplingParams,
     i.e. p(x) in p renormalised after zeroing the rejected children. This is a sequential draw from
     p, so the output follows p exactly. If no child is accepted, the bonus token is drawn from that
     residual. One device read and one batch of uniforms per visited node, not one per child."""
-    parents, tokens = tree.parents.tolist(), tree.tokens.tolist()
-    children: dict[int, list[int]] = {}
-    for i in range(1, len(parents)):
-        children.setdefault(parents[i], []).append(i)
+    children, tokens = _children(tree), tree.tokens.tolist()
     node, path = 0, [0]
     while True:
         p = sp.probs(logits[node])  # visited nodes only: top-p sorts the whole vocabulary
