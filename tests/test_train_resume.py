@@ -102,6 +102,25 @@ def test_raising_num_epochs_trains_a_finished_run_on(tmp_path):
     assert (on / "state_1/model.safetensors").read_bytes() == before
 
 
+def test_shared_cache_dir_computes_only_new_records(tmp_path):
+    """Two runs on overlapping data with one --cache_dir: the second runs only its new records
+    through the base (the rest are copied, the log says how many) and reads them back right."""
+    tiny = write_tiny(tmp_path / "tiny", n_train=16, n_test=4)
+    common = dict(basepath=str(tiny["base"]), testpath=str(tiny["test"]), num_epochs=1, batch_size=2, grad_accum=1,
+                  max_length=64, draft_vocab_size=128, dtype="fp32", save_steps=100, data_format="fim", lr=3e-3,
+                  cache_dir=str(tmp_path / "features"))
+    train(TrainConfig(trainpath=str(tiny["train"]), savedir=str(tmp_path / "A"), **common))
+    lines = Path(tiny["train"]).read_text().splitlines(keepends=True)
+    fresh = [json.dumps({**json.loads(line), "prefix": "# another file\n" + json.loads(line)["prefix"]}) + "\n"
+             for line in lines[:4]]
+    more = tmp_path / "more.jsonl"  # 12 records of the first run, 4 new ones
+    more.write_text("".join(lines[4:] + fresh))
+    train(TrainConfig(trainpath=str(more), savedir=str(tmp_path / "B"), **common))
+    log = (tmp_path / "B" / "training.log").read_text()
+    assert "Using cached base features for the test set" in log
+    assert "Cached train:" in log and "12 of this process's 16 samples copied" in log, log
+
+
 def test_init_from_starts_from_a_trained_head_on_other_data(tmp_path):
     """--init_from takes a head's weights and vocabulary into a new run on other data (here chat
     records after FIM): at a vanishing learning rate the new run's head is the old one, and its

@@ -197,6 +197,50 @@ def test_offline_cache_equals_online(base, tmp_path):
         assert torch.equal(a.argmax[m], b.argmax[m])
 
 
+def test_rebuilt_split_computes_only_the_samples_it_lacks(base, tmp_path):
+    """New data in a cache folder: the samples an earlier split of the same base, aux layers and
+    dtype holds are copied from it, only the others go through the base, and the result reads
+    like a fresh build. Another context, or a split written without digests, offers nothing."""
+    fp, aux = base_fingerprint(base), (1, 2, 3)
+    ctx = FeatureCache.context(fp, aux, torch.float32)
+    old, extra = _samples(5, (12, 30, 7, 18, 25)), _samples(3, (16, 9, 21), seed=1)
+    new = [old[3], extra[0], old[1], extra[1], old[4], extra[2]]
+    runner = BaseRunner(base, aux)
+    computed = []
+
+    def counting(ids, lengths):
+        computed.extend(ids[r, :n].tolist() for r, n in enumerate(lengths.tolist()))
+        return runner(ids, lengths)
+
+    cache = FeatureCache(tmp_path / "cache")
+    key_old, key_new = (FeatureCache.key(fp, aux, torch.float32, d) for d in (old, new))
+    assert cache.write_share("train", key_old, counting, old, 0, 1, 2, torch.float32, context=ctx) == 0
+    cache.commit("train", key_old, len(old), ctx)
+    computed.clear()
+    copied = sum(cache.write_share("train", key_new, counting, new, rank, 2, 2, torch.float32, context=ctx)
+                 for rank in range(2))  # two processes' shares
+    cache.commit("train", key_new, len(new), ctx)
+    assert copied == 3 and sorted(computed) == sorted(s.input_ids for s in extra)
+    assert cache.has("train", key_new) and not cache.has("train", key_old)
+    assert all(key_old[:12] not in p.name for p in (tmp_path / "cache").glob("*.safetensors"))  # stale shards gone
+    stored = StoredSource({"train": new}, {"train": cache.reader("train")})
+    online = OnlineSource(runner, {"train": new})
+    for idx in ([0, 1, 2], [5, 4, 3]):
+        a, b = stored.batch("train", idx), online.batch("train", idx)
+        m = torch.arange(a.input_ids.shape[1])[None] < a.lengths[:, None]
+        assert torch.allclose(a.features[m], b.features[m], atol=1e-5)
+        assert torch.allclose(a.hidden[m], b.hidden[m], atol=1e-5) and torch.equal(a.argmax[m], b.argmax[m])
+    # other aux layers: not the same features, nothing copied
+    other = FeatureCache.context(fp, (0, 1, 2), torch.float32)
+    assert cache.write_share("test", "k" * 64, BaseRunner(base, (0, 1, 2)), new[:2], 0, 1, 2, torch.float32,
+                             context=other) == 0
+    # a split committed without a context (as before digests): nothing copied from it
+    bare = FeatureCache(tmp_path / "bare")
+    bare.write_share("train", key_old, runner, old, 0, 1, 2, torch.float32)
+    bare.commit("train", key_old, len(old))
+    assert bare.write_share("train", key_new, runner, new, 0, 1, 2, torch.float32, context=ctx) == 0
+
+
 def test_global_batch_split_does_not_change_the_gradient(base):
     """The loss divides by the whole global batch's counts, so one batch of 4 and two micro-batches
     of 2 (what DDP or accumulation do) give the same gradient."""

@@ -82,6 +82,11 @@ def check_samples(samples: list[Sample], path: str | Path, max_length: int, spli
                          f"--max_length {max_length} (all were cut to {longest} tokens); raise --max_length")
 
 
+def sample_digest(sample: Sample) -> bytes:
+    """Identity of one sample's token ids (32 bytes): the feature cache finds a sample it holds by it."""
+    return hashlib.sha256(torch.tensor(sample.input_ids, dtype=torch.int64).numpy().tobytes()).digest()
+
+
 def samples_digest(samples: list[Sample]) -> str:
     """Identity of tokenised data, for the feature cache's validity check."""
     h = hashlib.sha256()

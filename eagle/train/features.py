@@ -20,6 +20,11 @@ Layout (one folder, reused when the base, aux layers, dtype and the tokenised da
 
 Each process caches its share of the samples (i = rank mod world), shards are written to a
 temporary name and renamed, and the manifest is written last: a killed build is redone, never used.
+
+A split is rebuilt when its data changes, but not from nothing: each shard also holds a digest of
+every sample's token ids, and a sample found in a split the folder already holds, for the same
+base, aux layers and dtype, is copied from there instead of run through the base. So training on
+more data (`--init_from` with `--cache_dir` shared by the runs) computes only the new records.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from eagle.model.generate import fused_features
-from eagle.train.dataset import Sample, pad_batch, samples_digest
+from eagle.train.dataset import Sample, pad_batch, sample_digest, samples_digest
 from eagle.train.ttt import BaseBatch
 
 CACHE_VERSION = 1
@@ -157,15 +162,46 @@ class FeatureCache:
                            "data": samples_digest(samples)})
         return hashlib.sha256(text.encode()).hexdigest()
 
+    @staticmethod
+    def context(fingerprint: str, aux: tuple[int, ...], dtype: torch.dtype) -> str:
+        """What a sample's features depend on besides its tokens: splits that share it share samples."""
+        text = json.dumps({"v": CACHE_VERSION, "base": fingerprint, "aux": list(aux), "dtype": str(dtype)})
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _reusable(self, context: str | None) -> dict[bytes, tuple]:
+        """digest -> (file, start, end) of every sample in the committed splits of this context.
+        Splits written before shards held digests (or with no context recorded) offer none."""
+        found: dict[bytes, tuple] = {}
+        if context is None:
+            return found
+        for entry in self._manifest()["splits"].values():
+            if entry.get("context") != context:
+                continue
+            for name in entry["shards"]:
+                try:
+                    fh = safe_open(str(self.dir / name), framework="pt")
+                except OSError:
+                    continue
+                if "digests" not in fh.keys():
+                    continue
+                digests, offs = fh.get_tensor("digests"), fh.get_tensor("offsets").tolist()
+                for k in range(digests.shape[0]):
+                    found[digests[k].numpy().tobytes()] = (fh, offs[k], offs[k + 1])
+        return found
+
     def has(self, split: str, key: str) -> bool:
         entry = self._manifest()["splits"].get(split)
         return bool(entry and entry["key"] == key and all((self.dir / f).is_file() for f in entry["shards"]))
 
     def write_share(self, split: str, key: str, runner: BaseRunner, samples: list[Sample], rank: int,
-                    world: int, batch_size: int, dtype: torch.dtype, progress=None) -> None:
-        """Compute and write this process's share (i = rank mod world) of a split's samples."""
+                    world: int, batch_size: int, dtype: torch.dtype, progress=None,
+                    context: str | None = None) -> int:
+        """Compute and write this process's share (i = rank mod world) of a split's samples. Samples
+        this folder already holds for `context` are copied, not computed; returns how many."""
         self.dir.mkdir(parents=True, exist_ok=True)
         mine = [i for i in range(len(samples)) if i % world == rank]
+        digests = {i: sample_digest(samples[i]) for i in mine}
+        held = self._reusable(context)
         buf: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         size, shard = 0, 0
 
@@ -180,6 +216,8 @@ class FeatureCache:
                 "argmax": torch.cat([a for _, _, _, a in buf]).contiguous(),
                 "sample_ids": torch.tensor([i for i, _, _, _ in buf], dtype=torch.int64),
                 "offsets": torch.cat([torch.zeros(1, dtype=torch.int64), lens.cumsum(0)]),
+                "digests": torch.stack([torch.frombuffer(bytearray(digests[i]), dtype=torch.uint8)
+                                        for i, _, _, _ in buf]),
             }
             name = f"{split}-{key[:12]}-r{rank:03d}-{shard:05d}.safetensors"
             tmp = self.dir / f".{name}.tmp{os.getpid()}"
@@ -187,25 +225,35 @@ class FeatureCache:
             os.replace(tmp, self.dir / name)
             buf, size, shard = [], 0, shard + 1
 
-        for chunk in _by_length(mine, samples, batch_size):
+        def add(item):
+            nonlocal size
+            buf.append(item)
+            size += item[1].nbytes + item[2].nbytes
+            if size >= SHARD_BYTES:
+                flush()
+
+        copied = [i for i in mine if digests[i] in held]
+        for i in copied:
+            fh, a, b = held[digests[i]]
+            add((i, fh.get_slice("features")[a:b], fh.get_slice("hidden")[a:b], fh.get_slice("argmax")[a:b]))
+            if progress:
+                progress(b - a)
+        for chunk in _by_length([i for i in mine if digests[i] not in held], samples, batch_size):
             ids, _, lengths = pad_batch([samples[i] for i in chunk])
             f, h, a = runner(ids, lengths)
             for r, i in enumerate(chunk):
                 n = int(lengths[r])
-                item = (i, f[r, :n].to(dtype).cpu(), h[r, :n].to(dtype).cpu(), a[r, :n].to(torch.int32).cpu())
-                buf.append(item)
-                size += item[1].nbytes + item[2].nbytes
+                add((i, f[r, :n].to(dtype).cpu(), h[r, :n].to(dtype).cpu(), a[r, :n].to(torch.int32).cpu()))
             if progress:
                 progress(int(lengths.sum()))
-            if size >= SHARD_BYTES:
-                flush()
         flush()
+        return len(copied)
 
-    def commit(self, split: str, key: str, n_samples: int) -> None:
+    def commit(self, split: str, key: str, n_samples: int, context: str | None = None) -> None:
         """After every process wrote its share: record the split (rank 0 only) and drop stale shards."""
         shards = sorted(p.name for p in self.dir.glob(f"{split}-{key[:12]}-r*.safetensors"))
         m = self._manifest()
-        m["splits"][split] = {"key": key, "samples": n_samples, "shards": shards}
+        m["splits"][split] = {"key": key, "samples": n_samples, "shards": shards, "context": context}
         tmp = self.dir / f".manifest.json.tmp{os.getpid()}"
         tmp.write_text(json.dumps(m, indent=1) + "\n")
         os.replace(tmp, self.manifest_path)
