@@ -118,7 +118,7 @@ def test_shared_cache_dir_computes_only_new_records(tmp_path):
     train(TrainConfig(trainpath=str(more), savedir=str(tmp_path / "B"), **common))
     log = (tmp_path / "B" / "training.log").read_text()
     assert "Using cached base features for the test set" in log
-    assert "Cached train:" in log and "12 of this process's 16 samples copied" in log, log
+    assert "Cached train:" in log and "12 of this process's 16 samples already in the folder" in log, log
 
 
 def test_init_from_starts_from_a_trained_head_on_other_data(tmp_path):

@@ -241,6 +241,46 @@ def test_rebuilt_split_computes_only_the_samples_it_lacks(base, tmp_path):
     assert bare.write_share("train", key_new, runner, new, 0, 1, 2, torch.float32, context=ctx) == 0
 
 
+def test_killed_cache_build_keeps_its_finished_shards(base, tmp_path, monkeypatch):
+    """A build killed after some shards: run again, it computes only the samples those shards lack,
+    numbers its shards after them, and the committed split reads like a fresh build."""
+    import eagle.train.features as features
+
+    monkeypatch.setattr(features, "SHARD_BYTES", 1)  # a shard per sample, so a kill leaves some whole
+    fp, aux = base_fingerprint(base), (1, 2, 3)
+    data = _samples(6, (12, 30, 7, 18, 25, 9))
+    key = FeatureCache.key(fp, aux, torch.float32, data)
+    runner = BaseRunner(base, aux)
+    calls, computed = [], []
+
+    def killed(ids, lengths):  # dies in its third batch, like a kill during the base's forward
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return runner(ids, lengths)
+
+    def counting(ids, lengths):
+        computed.extend(ids[r, :n].tolist() for r, n in enumerate(lengths.tolist()))
+        return runner(ids, lengths)
+
+    cache = FeatureCache(tmp_path / "cache")
+    with pytest.raises(KeyboardInterrupt):
+        cache.write_share("train", key, killed, data, 0, 1, 2, torch.float32)
+    left = sorted(p.name for p in (tmp_path / "cache").glob("*.safetensors"))
+    assert len(left) == 4 and not cache.has("train", key)  # two batches of two, nothing committed
+    (tmp_path / "cache" / f".{left[0]}.tmp123").write_bytes(b"half a shard")
+    assert cache.write_share("train", key, counting, data, 0, 1, 2, torch.float32) == 4
+    cache.commit("train", key, len(data))
+    assert sorted(computed) == sorted(s.input_ids for s in data if len(s.input_ids) > 18)  # the 4 shortest were kept
+    shards = sorted(p.name for p in (tmp_path / "cache").glob("*.safetensors"))
+    assert len(shards) == 6 and set(left) <= set(shards) and not list((tmp_path / "cache").glob(".*tmp*"))
+    stored = StoredSource({"train": data}, {"train": cache.reader("train")})
+    online = OnlineSource(runner, {"train": data})
+    a, b = stored.batch("train", list(range(6))), online.batch("train", list(range(6)))
+    m = torch.arange(a.input_ids.shape[1])[None] < a.lengths[:, None]
+    assert torch.allclose(a.features[m], b.features[m], atol=1e-5) and torch.equal(a.argmax[m], b.argmax[m])
+
+
 def test_global_batch_split_does_not_change_the_gradient(base):
     """The loss divides by the whole global batch's counts, so one batch of 4 and two micro-batches
     of 2 (what DDP or accumulation do) give the same gradient."""

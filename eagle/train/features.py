@@ -19,7 +19,8 @@ Layout (one folder, reused when the base, aux layers, dtype and the tokenised da
     <cache>/<split>-<key12>-r<rank>-<n>.safetensors   features, hidden, argmax, sample_ids, offsets
 
 Each process caches its share of the samples (i = rank mod world), shards are written to a
-temporary name and renamed, and the manifest is written last: a killed build is redone, never used.
+temporary name and renamed, and the manifest is written last: a killed build is never read as it
+is. Run again, it keeps the shards it finished (each is whole, since renamed) and computes the rest.
 
 A split is rebuilt when its data changes, but not from nothing: each shard also holds a digest of
 every sample's token ids, and a sample found in a split the folder already holds, for the same
@@ -36,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from eagle.model.generate import fused_features
@@ -197,13 +198,20 @@ class FeatureCache:
                     world: int, batch_size: int, dtype: torch.dtype, progress=None,
                     context: str | None = None) -> int:
         """Compute and write this process's share (i = rank mod world) of a split's samples. Samples
-        this folder already holds for `context` are copied, not computed; returns how many."""
+        this folder already holds are not computed: those in shards an interrupted build of this very
+        split left (kept as they are) and, for `context`, those of committed splits (copied). Returns
+        how many samples were not computed."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        done, shard = self._interrupted(split, key, rank)
         mine = [i for i in range(len(samples)) if i % world == rank]
+        kept = [i for i in mine if i in done]
+        mine = [i for i in mine if i not in done]
         digests = {i: sample_digest(samples[i]) for i in mine}
         held = self._reusable(context)
         buf: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        size, shard = 0, 0
+        size = 0
+        if progress and kept:
+            progress(sum(len(samples[i].input_ids) for i in kept))
 
         def flush():
             nonlocal buf, size, shard
@@ -247,7 +255,24 @@ class FeatureCache:
             if progress:
                 progress(int(lengths.sum()))
         flush()
-        return len(copied)
+        return len(kept) + len(copied)
+
+    def _interrupted(self, split: str, key: str, rank: int) -> tuple[set[int], int]:
+        """Sample ids already in this split's shards for `key` (a build that was killed: its manifest
+        entry was never written), and the next free shard number of `rank`. Same key, same data, so
+        the shards stand as they are; `commit` lists them with the new ones."""
+        done, shard = set(), 0
+        for p in sorted(self.dir.glob(f"{split}-{key[:12]}-r*.safetensors")):
+            try:
+                with safe_open(str(p), framework="pt") as fh:
+                    done.update(fh.get_tensor("sample_ids").tolist())
+            except (OSError, SafetensorError):  # not one of ours after all: drop it, it is recomputed
+                p.unlink(missing_ok=True)
+                continue
+            r, n = p.stem.rsplit("-", 2)[-2:]
+            if r == f"r{rank:03d}":
+                shard = max(shard, int(n) + 1)
+        return done, shard
 
     def commit(self, split: str, key: str, n_samples: int, context: str | None = None) -> None:
         """After every process wrote its share: record the split (rank 0 only) and drop stale shards."""
@@ -260,6 +285,8 @@ class FeatureCache:
         for p in self.dir.glob(f"{split}-*.safetensors"):
             if p.name not in shards:
                 p.unlink(missing_ok=True)
+        for p in self.dir.glob(f".{split}-*.tmp*"):  # half-written shards of a killed build
+            p.unlink(missing_ok=True)
 
     def reader(self, split: str) -> Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         entry = self._manifest()["splits"].get(split)

@@ -188,7 +188,7 @@ def _build_features(cfg, rt, rep, savedir, base, aux, samples, fingerprint):
             t0 = time.time()
             total = sum(len(data[i].input_ids) for i in range(len(data)) if i % rt.world == rt.rank)
             bar = progress_bar(total, 0, rt.is_main, desc=f"cache {split} (tokens)")
-            copied = cache.write_share(split, key, runner, data, rt.rank, rt.world, rt.batch_size, rt.dtype,
+            reused = cache.write_share(split, key, runner, data, rt.rank, rt.world, rt.batch_size, rt.dtype,
                                        bar.update, context)
             bar.close()
             rt.barrier()
@@ -197,7 +197,8 @@ def _build_features(cfg, rt, rep, savedir, base, aux, samples, fingerprint):
             n_tok, dt = sum(len(s.input_ids) for s in data), time.time() - t0
             mine = sum(1 for i in range(len(data)) if i % rt.world == rt.rank)
             rep.line(f"Cached {split}: {n_tok} tokens in {dt:.1f} s ({n_tok / max(dt, 1e-9):.0f} tokens/s), "
-                     f"{copied} of this process's {mine} samples copied from a split the folder held, "
+                     f"{reused} of this process's {mine} samples already in the folder (an interrupted "
+                     f"build's shards, or a split of the same base), "
                      f"{cache.size_bytes() / 2 ** 20:.0f} MiB on disk")
         rt.barrier()
         # Each process wrote its own shards and rank 0 the manifest: every process must see them all.
