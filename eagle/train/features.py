@@ -181,7 +181,7 @@ class FeatureCache:
             for name in entry["shards"]:
                 try:
                     fh = safe_open(str(self.dir / name), framework="pt")
-                except OSError:
+                except (OSError, SafetensorError):  # unreadable: its samples are computed instead
                     continue
                 if "digests" not in fh.keys():
                     continue
