@@ -106,9 +106,10 @@ def test_bench_end_to_end(files, capsys):
         assert e["identical_share"] == 1.0 and e["first_divergence"] == []  # fp32 greedy: exact
         assert 1.0 <= e["tau"] <= max(3, 4) + 1  # the longest draft: depth 3, or the 4-token lookup branch
         assert e["tree_tokens"] >= 8  # every one of total_token (min_prob 0), and the lookup branch
-        for key in ("ceiling", "efficiency", "draft_time_share", "one_token_ms", "tree_verify_ms"):
+        for key in ("ceiling", "efficiency", "draft_time_share", "prefill_time_share", "one_token_ms",
+                    "tree_verify_ms"):
             assert e[key] > 0 and math.isfinite(e[key]), key
-        assert 0 < e["draft_time_share"] < 1
+        assert 0 < e["draft_time_share"] < 1 and 0 < e["prefill_time_share"] < 1
         # τ is the per-prompt new tokens (less the prefill's) over the decoding steps
         pp = e["per_prompt"]
         assert e["tau"] == pytest.approx(sum(p["new_tokens"] - 1 for p in pp) / sum(p["steps"] for p in pp))
@@ -209,3 +210,24 @@ def test_first_divergence():
     assert report.first_divergence([1, 2, 3], [1, 2, 3]) is None
     assert report.first_divergence([1, 2, 3], [1, 5, 3]) == 1
     assert report.first_divergence([1, 2], [1, 2, 3]) == 2
+
+
+def test_phase_clock_splits_a_generation():
+    """The phase accounting on a known timeline: prefill (base prefill and the draft's pass over the
+    prompt), then per cycle the tree expansion up to the verify, the verify, and the commit."""
+    from eagle.eval.methods import PhaseClock
+
+    clock = PhaseClock(torch.nn.Linear(1, 1), torch.nn.Linear(1, 1))
+    clock.t0, clock.t_end = 10.0, 12.9
+    clock.events = [[k, 10 + a, 10 + b, n] for k, a, b, n in (
+        ("base", 0.0, 1.0, 30), ("draft", 1.0, 1.2, None),  # prefill, the draft over the prompt
+        ("draft", 1.25, 1.3, None), ("base", 1.35, 2.0, 5),  # an expansion call, the verify of 5 nodes
+        ("draft", 2.05, 2.1, None), ("draft", 2.1, 2.15, None), ("base", 2.2, 2.8, 7))]  # commit, expansion, verify
+    p = clock.phases()
+    assert p["prefill_s"] == pytest.approx(1.2) and p["decode_s"] == pytest.approx(1.7)
+    assert p["draft_s"] == pytest.approx(0.15 + 0.05 + 0.10)  # to the first verify; the commit; to the second
+    assert p["verify_s"] == pytest.approx(0.65 + 0.6) and p["other_s"] == pytest.approx(0.15)
+    assert p["cycles"] == 2 and p["tree_sizes"] == [5, 7]
+    f = {"tau": 2.0, "speedup": 1.5}
+    report.eagle_figures(f, [type("Run", (), {"phases": p})()], 0.1, 0.12, 40, 6)
+    assert f["prefill_time_share"] == pytest.approx(1.2 / 2.9) and f["draft_time_share"] == pytest.approx(0.3 / 1.7)

@@ -124,9 +124,9 @@ class PhaseClock:
         self.events[-1][2] = self._now()  # draft and base calls never nest
 
     def _seconds(self) -> tuple[list, float]:
-        """The events with their stamps in seconds, and the end."""
+        """The events with their stamps in seconds from the start of the generation, and the end."""
         if not self._cuda:
-            return self.events, self.t_end
+            return [[k, a - self.t0, b - self.t0, n] for k, a, b, n in self.events], self.t_end - self.t0
         self.t_end.synchronize()
         at = lambda e: self.t0.elapsed_time(e) / 1e3  # noqa: E731 - ms on the GPU's timeline
         return [[k, at(a), at(b), n] for k, a, b, n in self.events], at(self.t_end)
@@ -148,8 +148,11 @@ class PhaseClock:
                 draft_s += t1 - t0
                 start, after_verify = t1, False
         decode_s = t_end - ev[1][2]
+        # before decoding: the base's prefill, the first token, the draft's pass over the prompt
+        prefill_s = ev[1][2]
         return {"draft_s": draft_s, "verify_s": verify_s, "other_s": max(decode_s - draft_s - verify_s, 0.0),
-                "decode_s": decode_s, "cycles": cycles, "verify_each_s": verify_each, "tree_sizes": sizes}
+                "decode_s": decode_s, "prefill_s": prefill_s, "cycles": cycles, "verify_each_s": verify_each,
+                "tree_sizes": sizes}
 
 
 # ---------------------------------------------------------------------------- the methods

@@ -93,6 +93,9 @@ def eagle_figures(f: dict, runs: list[Run], one_token_s: float, verify_s: float,
         f["draft_time_share"] = _ratio(sum(p["draft_s"] for p in phases), decode)
         f["verify_time_share"] = _ratio(sum(p["verify_s"] for p in phases), decode)
         f["other_time_share"] = _ratio(sum(p["other_s"] for p in phases), decode)
+        # of the whole generation: what no draft can shorten, and what weighs more the faster decoding gets
+        prefill = sum(p["prefill_s"] for p in phases)
+        f["prefill_time_share"] = _ratio(prefill, prefill + decode)
         each = sorted(t for p in phases for t in p["verify_each_s"])
         f["verify_ms_in_loop"] = each[len(each) // 2] * 1e3 if each else None
         cycles = sum(p["cycles"] for p in phases)
@@ -167,6 +170,7 @@ def table(result: dict) -> str:
             if m == "eagle" and f.get("ceiling") is not None:
                 lines.append(f"{'':<18} ceiling {f['ceiling']:.2f}x, efficiency {_fmt(f.get('efficiency'), '.2f')}, "
                              f"draft share {_fmt(f.get('draft_time_share'), '.0%')}, "
+                             f"prefill {_fmt(f.get('prefill_time_share'), '.0%')}, "
                              f"verify {f['tree_verify_ms']:.0f} ms vs 1 token {f['one_token_ms']:.0f} ms "
                              f"at context {f['context']}")
     return "\n".join(lines)
