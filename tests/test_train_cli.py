@@ -167,6 +167,9 @@ def test_resume_refuses_another_base_or_draft(tiny, tmp_path, capsys):
     assert "target_num_hidden_layers" in capsys.readouterr().err
     assert train_main(["--basepath", str(tiny["base"]), "--draft_vocab_size", "100", *common]) == 2
     assert "draft_vocab_size: 64 then, 100 now" in capsys.readouterr().err
+    # another batch order would train other steps than the ones resume/ continues
+    assert train_main(["--basepath", str(tiny["base"]), "--draft_vocab_size", "64", "--group_by_length", *common]) == 2
+    assert "group_by_length: False then, True now" in capsys.readouterr().err
     # the same settings continue, and --resume no starts afresh
     assert train_main(["--basepath", str(tiny["base"]), "--draft_vocab_size", "64", *common]) == 0
     assert "Resuming from" in capsys.readouterr().out

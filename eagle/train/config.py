@@ -50,6 +50,8 @@ class TrainConfig:
                                            "0 = off)")
     max_steps: int | None = _f(None, "stop after this many optimizer steps in all (a budget; resumable)")
     seed: int = _f(0, "seed for the draft's initial weights and the data order")
+    group_by_length: bool = _f(False, "batch samples of similar length together (shuffled runs of 16 batches "
+                                      "sorted by length): less padding, faster steps (docs/training.md)")
     # ---- the EAGLE-3 objective -----------------------------------------------------------
     max_length: int = _f(2048, "tokens per sample; longer ones are cut (FIM keeps the middle)")
     ttt_length: int = _f(7, "training-time-test steps: the draft is unrolled on its own outputs this many times")

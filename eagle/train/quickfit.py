@@ -80,7 +80,7 @@ def fit(base, samples: Sequence, cfg: TrainConfig | None = None, test_samples: S
     step = 0
     bar = progress_bar(total, 0, progress, desc="fit")
     for epoch in range(cfg.num_epochs):
-        order = epoch_order(len(train_s), cfg.seed, epoch)
+        order = epoch_order(len(train_s), cfg.seed, epoch, lengths if cfg.group_by_length else None, rt.global_batch)
         sums = Sums.zeros(cfg.ttt_length)
         for s in range(steps_per_epoch):
             if step >= total:
