@@ -175,6 +175,25 @@ def test_top_p_nucleus_matches_full_sort(scale):
             assert p[row][keep].sum() >= top_p - 1e-5
 
 
+@pytest.mark.parametrize("support", [40, 5000])  # a nucleus (drawn among its entries), a full row (multinomial)
+def test_draw_follows_the_distribution(support):
+    from eagle.model.sampling import draw
+
+    g = torch.Generator().manual_seed(0)
+    p = torch.zeros(5000)
+    idx = torch.randperm(5000, generator=g)[:support]
+    p[idx] = torch.rand(support, generator=g) ** 4  # uneven, so a wrong mapping shows
+    if support > 40:
+        p[idx[:40]] += 0.05  # keep most mass on 40 tokens, so the test has enough counts per cell
+    p /= p.sum()
+    n = 20000
+    draws = torch.stack([draw(p, g) for _ in range(n)])
+    assert draws.shape == (n,) and bool((p[draws] > 0).all())  # never a token outside the support
+    assert chi2_pvalue(torch.bincount(draws, minlength=5000).float(), p) > 1e-3
+    assert draw(p[None].expand(3, -1), g).shape == (3,)  # rows drawn one each
+    assert int(draw(p, torch.Generator().manual_seed(7))) == int(draw(p, torch.Generator().manual_seed(7)))
+
+
 def test_greedy_tokens_break_ties_as_argmax():
     """`max` stands in for `argmax` (4x faster on CPU bf16); both must pick the first of equal maxima."""
     from eagle.model.sampling import greedy_tokens

@@ -13,7 +13,7 @@ import torch
 
 from eagle.model.draft import Eagle3Draft
 from eagle.model.kv_cache import DraftKV, keep_path, new_base_cache
-from eagle.model.sampling import SamplingParams, greedy_tokens
+from eagle.model.sampling import SamplingParams, draw, greedy_tokens
 from eagle.model.tree import Tree, TreeConfig, add_branch, draft_tree, lookup_continuation
 
 
@@ -148,7 +148,7 @@ def accept_sampling(tree: Tree, logits: torch.Tensor, sp: SamplingParams,
                 residual = p.clone()
                 residual[torch.tensor(rejected, device=p.device)] = 0.0
                 p = residual if residual.sum() > 0 else p
-            bonus = torch.multinomial(p, 1, generator=generator)[0]
+            bonus = draw(p, generator)
             return torch.tensor(path, device=logits.device), bonus
         node = accepted
         path.append(node)

