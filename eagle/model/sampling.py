@@ -60,9 +60,10 @@ def draw(p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Ten
 
     `torch.multinomial` reads the whole row with a random number per entry (4-5 ms over Qwen's 152k
     words on a CPU core, paid per sampled token and per tree step). A row cut by top-p or top-k is
-    mostly zeros, so a single row draws among its nonzero entries: the same distribution, 0.3 ms."""
+    mostly zeros, so a single row draws among its nonzero entries: the same distribution, 0.3 ms.
+    Not on a GPU, where multinomial is cheap and `nonzero` would wait for the device."""
     rows = p.reshape(-1, p.shape[-1])
-    if rows.shape[0] == 1:
+    if rows.shape[0] == 1 and rows.device.type == "cpu":
         support = rows[0].nonzero().squeeze(-1)
         if support.numel() * 4 < rows.shape[1]:
             return support[torch.multinomial(rows[0, support], 1, generator=generator)].view(p.shape[:-1])
