@@ -25,7 +25,7 @@ from eagle.eval.workloads import build_workload
 from eagle.model.ea_model import EaModel
 from eagle.model.generate import accept_targets, fused_features
 from eagle.model.kv_cache import DraftKV
-from eagle.model.tree import Tree, add_branch, draft_tree, lookup_continuation
+from eagle.model.tree import Tree, TreeConfig, add_branch, draft_tree, lookup_continuation
 
 COST_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
@@ -97,9 +97,14 @@ def main() -> None:
     ap.add_argument("--lookup", default="0,10,32", help="lookup branch lengths to compare")
     ap.add_argument("--min-prob", default="0,0.01", help="min_prob values to compare")
     ap.add_argument("--context", type=int, default=256, help="context of the forward-time table")
+    ap.add_argument("--tree-dtype", choices=("bfloat16", "float32"),
+                    help="replay the default tree of this dtype (default: --dtype's); τ hardly depends on the "
+                         "base's dtype, so a CPU without bf16 arithmetic can replay the bf16 tree in float32")
     args = ap.parse_args()
 
     model = EaModel.from_pretrained(args.basepath, args.ea_model_path, dtype=getattr(torch, args.dtype))
+    if args.tree_dtype:
+        model.tree = TreeConfig.for_device(model.device, getattr(torch, args.tree_dtype))
     lookups = [int(x) for x in args.lookup.split(",")]
     probs = [float(x) for x in args.min_prob.split(",")]
     settings = [(lk, mp) for lk in lookups for mp in probs] + [(max(lookups), None)]
