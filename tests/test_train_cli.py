@@ -167,7 +167,7 @@ def test_resume_refuses_another_base_or_draft(tiny, tmp_path, capsys):
     assert "target_num_hidden_layers" in capsys.readouterr().err
     assert train_main(["--basepath", str(tiny["base"]), "--draft_vocab_size", "100", *common]) == 2
     assert "draft_vocab_size: 64 then, 100 now" in capsys.readouterr().err
-    # another batch order would train other steps than the ones resume/ continues
+    # mid-epoch, another batch order would train other steps than the ones resume/ continues
     assert train_main(["--basepath", str(tiny["base"]), "--draft_vocab_size", "64", "--group_by_length", *common]) == 2
     assert "group_by_length: False then, True now" in capsys.readouterr().err
     # the same settings continue, and --resume no starts afresh
@@ -177,6 +177,11 @@ def test_resume_refuses_another_base_or_draft(tiny, tmp_path, capsys):
     capsys.readouterr()
     assert train_main(["--basepath", str(tiny["base"]), "--draft_vocab_size", "100", *common]) == 0
     assert "Nothing to do" in capsys.readouterr().out
+    # between epochs the order of the next one is free to change, as the learning rate is
+    assert train_main(["--basepath", str(tiny["base"]), "--draft_vocab_size", "100", "--group_by_length", *common,
+                       "--num_epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "group_by_length False -> True" in out and (save / "state_1").is_dir(), out
 
 
 def test_a_damaged_resume_state_is_named(tiny, tmp_path, capsys):

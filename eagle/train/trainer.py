@@ -33,8 +33,9 @@ from eagle.train.state import (OPTIMIZER, TRAINER_STATE, TrainerState, check_wri
 from eagle.train.ttt import TargetHead, TTTObjective, base_lm_head_rows
 
 # Settings that change what a resumed run would compute; the rest (lr, epochs, logging) may change.
-_RESUME_FIXED = ("data_format", "max_length", "ttt_length", "ttt_decay", "draft_vocab_size", "aux_layers", "seed",
-                 "group_by_length")
+_RESUME_FIXED = ("data_format", "max_length", "ttt_length", "ttt_decay", "draft_vocab_size", "aux_layers", "seed")
+# Fixed only inside an epoch: they decide its order, which the samples already trained on belong to.
+_EPOCH_FIXED = ("group_by_length",)
 
 
 @dataclass
@@ -107,7 +108,8 @@ def _check_resume(cfg: TrainConfig, rt: Runtime, savedir: Path, rep: Reporter) -
         return None
     resume = _read_resume(folder)
     saved, state = resume.config, resume.state
-    diffs = [f"{k}: {getattr(saved, k)!r} then, {getattr(cfg, k)!r} now" for k in _RESUME_FIXED
+    fixed = _RESUME_FIXED + (_EPOCH_FIXED if state.step_in_epoch else ())
+    diffs = [f"{k}: {getattr(saved, k)!r} then, {getattr(cfg, k)!r} now" for k in fixed
              if getattr(saved, k) != getattr(cfg, k)]
     if state.global_batch != rt.global_batch:
         diffs.append(f"global batch: {state.global_batch} then, {rt.global_batch} now "
@@ -115,8 +117,8 @@ def _check_resume(cfg: TrainConfig, rt: Runtime, savedir: Path, rep: Reporter) -
     if diffs:
         raise TrainError(f"cannot resume from {resume.path}: the run was made with other settings ("
                          + "; ".join(diffs) + "). Use the same settings, or --resume no to start afresh.")
-    changed = [f"{k} {getattr(saved, k)!r} -> {getattr(cfg, k)!r}" for k in ("lr", "num_epochs", "warmup_ratio",
-                                                                               "weight_decay", "max_grad_norm")
+    changed = [f"{k} {getattr(saved, k)!r} -> {getattr(cfg, k)!r}"
+               for k in ("lr", "num_epochs", "warmup_ratio", "weight_decay", "max_grad_norm") + _EPOCH_FIXED
                if getattr(saved, k) != getattr(cfg, k)]
     rep.line(f"Resuming from {resume.path} (epoch {state.epoch}, step {state.step_in_epoch}, "
              f"global step {state.global_step})" + (f"; changed: {', '.join(changed)}" if changed else ""))
