@@ -2,6 +2,7 @@
 
     python scripts/replay_tree.py --ea-model-path runs/quickstart/ckpt/state_1
     python scripts/replay_tree.py --ea-model-path DIR --workloads code --lookup 0,10,32 --min-prob 0,0.01
+    python scripts/replay_tree.py --ea-model-path DIR --dtype float32 --tree-dtype bfloat16   # no bf16 CPU
 
 Each prompt of the greedy workloads is decoded once with the default tree. Then, at every position
 of that text, the draft tree the loop would build there (teacher-forced: the draft reads the base's

@@ -70,6 +70,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     ma, mb = (json.loads((d / "state_1/metrics.json").read_text()) for d in (tmp_path / "A", save))
     for k in ("acc", "loss", "train_acc", "train_ploss", "test_acc", "test_ploss", "tokens_seen", "global_step", "lr"):
         assert ma[k] == mb[k], k
+    assert draft_recipe(str(save / "state_1"))["group_by_length"] is True  # the benchmark's JSON says how it was batched
     assert (save / "resume" / "trainer_state.json").is_file() and not (save / ".resume.old").exists()
     assert not list(save.glob(".tmp-*"))
     shutil.rmtree(tmp_path / "tiny")
