@@ -87,7 +87,7 @@ fi
 step "3/5 train the draft head ($EPOCHS epochs; resumes if interrupted)"
 eagle train --basepath "$MODEL" --trainpath "$RUN/train.jsonl" --testpath "$RUN/test.jsonl" \
   --savedir "$RUN/ckpt" --data-format mixed --num_epochs "$EPOCHS" --lr 5e-4 --batch_size 4 --grad_accum 1 \
-  --max_length 512 --ttt_length 5 --draft_vocab_size 12000 --draft_intermediate_size 2432 \
+  --max_length 512 --ttt_length 3 --draft_vocab_size 12000 --draft_intermediate_size 2432 \
   --features offline --save_steps 100 --context_targets --group_by_length
 DRAFT="$RUN/ckpt/state_$((EPOCHS - 1))"
 

@@ -170,6 +170,8 @@ def test_resume_refuses_another_base_or_draft(tiny, tmp_path, capsys):
     # mid-epoch, another batch order would train other steps than the ones resume/ continues
     assert train_main(["--basepath", str(tiny["base"]), "--draft_vocab_size", "64", "--group_by_length", *common]) == 2
     assert "group_by_length: False then, True now" in capsys.readouterr().err
+    assert train_main(["--basepath", str(tiny["base"]), "--draft_vocab_size", "64", "--ttt_length", "3", *common]) == 2
+    assert "ttt_length: 7 then, 3 now" in capsys.readouterr().err
     # the same settings continue, and --resume no starts afresh
     assert train_main(["--basepath", str(tiny["base"]), "--draft_vocab_size", "64", *common]) == 0
     assert "Resuming from" in capsys.readouterr().out
@@ -177,11 +179,11 @@ def test_resume_refuses_another_base_or_draft(tiny, tmp_path, capsys):
     capsys.readouterr()
     assert train_main(["--basepath", str(tiny["base"]), "--draft_vocab_size", "100", *common]) == 0
     assert "Nothing to do" in capsys.readouterr().out
-    # between epochs the order of the next one is free to change, as the learning rate is
+    # between epochs the order and the loss of the next one are free to change, as the learning rate is
     assert train_main(["--basepath", str(tiny["base"]), "--draft_vocab_size", "100", "--group_by_length", *common,
-                       "--num_epochs", "2"]) == 0
+                       "--ttt_length", "3", "--num_epochs", "2"]) == 0
     out = capsys.readouterr().out
-    assert "group_by_length False -> True" in out and (save / "state_1").is_dir(), out
+    assert "group_by_length False -> True, ttt_length 7 -> 3" in out and (save / "state_1").is_dir(), out
 
 
 def test_a_damaged_resume_state_is_named(tiny, tmp_path, capsys):

@@ -33,9 +33,10 @@ from eagle.train.state import (OPTIMIZER, TRAINER_STATE, TrainerState, check_wri
 from eagle.train.ttt import TargetHead, TTTObjective, base_lm_head_rows
 
 # Settings that change what a resumed run would compute; the rest (lr, epochs, logging) may change.
-_RESUME_FIXED = ("data_format", "max_length", "ttt_length", "ttt_decay", "draft_vocab_size", "aux_layers", "seed")
-# Fixed only inside an epoch: they decide its order, which the samples already trained on belong to.
-_EPOCH_FIXED = ("group_by_length",)
+_RESUME_FIXED = ("data_format", "max_length", "draft_vocab_size", "aux_layers", "seed")
+# Fixed only inside an epoch: they decide its order or its loss, which the steps already taken in it
+# followed; between epochs they may change, as the learning rate may.
+_EPOCH_FIXED = ("group_by_length", "ttt_length", "ttt_decay")
 
 
 @dataclass
