@@ -3,14 +3,17 @@
     python scripts/replay_tree.py --ea-model-path runs/quickstart/ckpt/state_1
     python scripts/replay_tree.py --ea-model-path DIR --workloads code --lookup 0,10,32 --min-prob 0,0.01
     python scripts/replay_tree.py --ea-model-path DIR --dtype float32 --tree-dtype bfloat16   # no bf16 CPU
+    python scripts/replay_tree.py --ea-model-path DIR --dtype float32 --tree-dtype bfloat16 \
+        --top-k 8 --cost 1:1,2:1.03,4:1.12,8:1.11,16:1.18,32:1.32,64:1.67   # another tree, priced as on AMX
 
 Each prompt of the greedy workloads is decoded once with the default tree. Then, at every position
 of that text, the draft tree the loop would build there (teacher-forced: the draft reads the base's
 features of the true prefix) and the prompt-lookup branch are matched against the text. Replaying
 the decode loop over those matches gives τ for every (lookup, min_prob) pair, for the draft tree
 alone (lookup 0) and for the lookup branch alone (`lookup only`), in minutes and without timing
-noise. A verify's cost is read from the base's measured forward times (`--tune`'s table), so the
-printed ceiling τ / cost ranks settings as a timed run would; `eagle bench` then measures the one
+noise. A verify's cost is read from the base's measured forward times (`--tune`'s table), or from
+`--cost` (another machine's table, say the AMX one of DESIGN.md §5), so the printed ceiling
+τ / cost ranks settings as a timed run would; `eagle bench` then measures the one
 chosen. The functions are the loop's own: draft_tree, lookup_continuation, add_branch, accept_targets.
 """
 
@@ -87,6 +90,17 @@ def replay(rows: list[dict], n_text: int, n0: int, setting, cost: dict[int, floa
     return tokens, cycles, total, size
 
 
+def parse_cost(text: str) -> dict[int, float]:
+    """'1:1,8:1.11,32:1.32' -> {1: 1.0, 8: 1.11, 32: 1.32}; sizes between are interpolated, past the last held."""
+    try:
+        cost = {int(n): float(c) for n, c in (item.split(":") for item in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'tokens:cost,...', got {text!r}") from None
+    if cost.get(1) != 1.0 or any(n < 1 or c <= 0 for n, c in cost.items()):
+        raise argparse.ArgumentTypeError(f"need 1:1 and positive sizes and costs, got {text!r}")
+    return dict(sorted(cost.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--basepath", default="qwen2.5-coder-0.5b")
@@ -101,16 +115,33 @@ def main() -> None:
     ap.add_argument("--tree-dtype", choices=("bfloat16", "float32"),
                     help="replay the default tree of this dtype (default: --dtype's); τ hardly depends on the "
                          "base's dtype, so a CPU without bf16 arithmetic can replay the bf16 tree in float32")
+    ap.add_argument("--total-token", type=int, help="override the tree's total_token")
+    ap.add_argument("--depth", type=int, help="override the tree's depth")
+    ap.add_argument("--top-k", type=int, help="override the tree's top_k")
+    ap.add_argument("--expand-threshold", type=float, help="override the tree's expand_threshold")
+    ap.add_argument("--cost", type=parse_cost,
+                    help="verify cost in one-token forwards by tree size, 'tokens:cost,...' with 1:1 (default: "
+                         "measured here)")
     args = ap.parse_args()
 
+    overrides = {f: getattr(args, f) for f in ("total_token", "depth", "top_k", "expand_threshold")
+                 if getattr(args, f) is not None}
+    try:
+        TreeConfig(**overrides)  # a bad value fails here, before the model loads
+    except ValueError as e:
+        ap.error(str(e))
     model = EaModel.from_pretrained(args.basepath, args.ea_model_path, dtype=getattr(torch, args.dtype))
     if args.tree_dtype:
         model.tree = TreeConfig.for_device(model.device, getattr(torch, args.tree_dtype))
+    model.tree = dataclasses.replace(model.tree, **overrides)
     lookups = [int(x) for x in args.lookup.split(",")]
     probs = [float(x) for x in args.min_prob.split(",")]
     settings = [(lk, mp) for lk in lookups for mp in probs] + [(max(lookups), None)]
-    times = forward_times(model.base_model, args.context, COST_SIZES, repeats=5)
-    cost = {n: t / times[1] for n, t in times.items()}
+    if args.cost:
+        cost = args.cost
+    else:
+        times = forward_times(model.base_model, args.context, COST_SIZES, repeats=5)
+        cost = {n: t / times[1] for n, t in times.items()}
     print(f"{args.basepath} {args.dtype}, default tree {model.tree}")
     print("verify cost by tokens: " + ", ".join(f"{n}: {c:.2f}" for n, c in cost.items()))
     for name in args.workloads.split(","):

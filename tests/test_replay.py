@@ -1,9 +1,11 @@
 """scripts/replay_tree.py must replay the decoding loop faithfully: in fp32 its teacher-forced trees
 are the loop's own, so it counts exactly the loop's decoding steps."""
 
+import argparse
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 from eagle.model.ea_model import EaModel
@@ -38,3 +40,15 @@ def test_replay_counts_the_loops_steps():
             taus[s][1] += cycles
     tau = {s: t / c for s, (t, c) in taus.items()}
     assert tau[(8, 0.0)] > tau[(0, 0.0)] and tau[(8, 0.0)] > tau[(8, None)] > 1.0, tau  # both sources count
+
+
+def test_cost_table_from_another_machine():
+    cost = replay_tree.parse_cost("8:1.11,1:1,32:1.32")
+    assert list(cost) == [1, 8, 32]
+    # one cycle of a 16-token tree: between 8 and 32, interpolated; 64 tokens: the last cost held
+    rows = [{(0, 0.0): (0, 16)}, {(0, 0.0): (0, 64)}]
+    _, cycles, total, _ = replay_tree.replay(rows, 3, 0, (0, 0.0), cost)
+    assert cycles == 2 and abs(total - (1.11 + 0.21 / 3 + 1.32)) < 1e-9
+    for bad in ("8:1.1", "1:1,8", "1:1,0:0.5", "1:1,a:2"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            replay_tree.parse_cost(bad)
