@@ -142,7 +142,7 @@ def main() -> None:
     else:
         times = forward_times(model.base_model, args.context, COST_SIZES, repeats=5)
         cost = {n: t / times[1] for n, t in times.items()}
-    print(f"{args.basepath} {args.dtype}, default tree {model.tree}")
+    print(f"{args.basepath} {args.dtype}, tree {model.tree}")
     print("verify cost by tokens: " + ", ".join(f"{n}: {c:.2f}" for n, c in cost.items()))
     for name in args.workloads.split(","):
         wl = build_workload(name, model.tokenizer, limit=args.num_prompts, max_new_tokens=args.max_new_tokens)
