@@ -133,7 +133,7 @@ def main() -> None:
     model = EaModel.from_pretrained(args.basepath, args.ea_model_path, dtype=getattr(torch, args.dtype))
     if args.tree_dtype:
         model.tree = TreeConfig.for_device(model.device, getattr(torch, args.tree_dtype))
-    model.tree = dataclasses.replace(model.tree, **overrides)
+    model.tree = model.tree.override(**overrides)
     lookups = [int(x) for x in args.lookup.split(",")]
     probs = [float(x) for x in args.min_prob.split(",")]
     settings = [(lk, mp) for lk in lookups for mp in probs] + [(max(lookups), None)]

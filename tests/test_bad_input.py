@@ -51,6 +51,11 @@ def test_tree_config_validation():
                 dict(expand_threshold=-0.1), dict(min_prob=1.0), dict(min_prob=-0.01)):
         with pytest.raises(ValueError):
             TreeConfig(**bad)
+    # a flag left unset (None) keeps the default; a set one is validated like the constructor's
+    base = TreeConfig(total_token=24, depth=6, top_k=6, lookup=32)
+    assert base.override(total_token=None, depth=4, lookup=0) == TreeConfig(total_token=24, depth=4, top_k=6, lookup=0)
+    with pytest.raises(ValueError, match="top_k"):
+        base.override(top_k=0)
 
 
 @pytest.fixture(scope="module")

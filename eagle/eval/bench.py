@@ -101,10 +101,9 @@ def load_setup(args):
         draft = Eagle3Draft(DraftConfig.from_base(base.config, draft_vocab_size=min(1024, base.config.vocab_size)))
         model = EaModel(base, draft, tok)
     # one tree rule for both paths: the device's defaults, overridden flag by flag
-    given = dict(total_token=args.total_token, depth=args.depth, top_k=args.top_k, lookup=args.lookup,
-                 expand_threshold=args.expand_threshold, min_prob=args.min_prob)
-    model.tree = dataclasses.replace(TreeConfig.for_device(model.device, model.base_model.dtype),
-                                     **{k: v for k, v in given.items() if v is not None})
+    model.tree = TreeConfig.for_device(model.device, model.base_model.dtype).override(
+        total_token=args.total_token, depth=args.depth, top_k=args.top_k, lookup=args.lookup,
+        expand_threshold=args.expand_threshold, min_prob=args.min_prob)
     assistant_path = args.assistant or known_assistant(args.basepath)
     assistant = None
     if "assisted" in args.methods and assistant_path:

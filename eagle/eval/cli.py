@@ -44,8 +44,7 @@ def _tree(args):
     from eagle.model.base import default_device, resolve_dtype
 
     auto = TreeConfig.for_device(torch.device(default_device(args.device)), resolve_dtype(args.dtype, args.device))
-    return TreeConfig(total_token=args.total_token or auto.total_token, depth=args.depth or auto.depth,
-                      top_k=args.tree_top_k or auto.top_k)
+    return auto.override(total_token=args.total_token, depth=args.depth, top_k=args.tree_top_k)
 
 
 def load_model(args):

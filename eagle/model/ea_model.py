@@ -9,8 +9,6 @@ model's own forward with a 4-D mask and explicit positions.
 
 from __future__ import annotations
 
-import dataclasses
-
 from collections.abc import Iterator
 
 import torch
@@ -65,10 +63,9 @@ class EaModel(nn.Module):
         draft = load_draft(resolve_path(ea_model_path))
         check_compatible(draft.config, base.config, source=str(ea_model_path))
         tok = load_tokenizer(tokenizer_path or base_model_path, trust_remote_code=trust_remote_code)
-        auto = TreeConfig.for_device(base.device, base.dtype)
-        given = dict(total_token=total_token, depth=depth, top_k=top_k, lookup=lookup,
-                     expand_threshold=expand_threshold, min_prob=min_prob)
-        tree = dataclasses.replace(auto, **{k: v for k, v in given.items() if v is not None})
+        tree = TreeConfig.for_device(base.device, base.dtype).override(
+            total_token=total_token, depth=depth, top_k=top_k, lookup=lookup,
+            expand_threshold=expand_threshold, min_prob=min_prob)
         return cls(base, draft, tok, tree)
 
     def get_tokenizer(self):

@@ -11,6 +11,7 @@ it could be kept, so the tree is the same and the draft call smaller or skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -43,6 +44,10 @@ class TreeConfig:
         for name in ("expand_threshold", "min_prob"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+
+    def override(self, **fields) -> "TreeConfig":
+        """This tree with the given fields replaced, those passed as None (a flag left unset) kept."""
+        return dataclasses.replace(self, **{k: v for k, v in fields.items() if v is not None})
 
     @classmethod
     def for_device(cls, device: torch.device | str, dtype: torch.dtype | None = None) -> "TreeConfig":
