@@ -11,9 +11,8 @@ it could be kept, so the tree is the same and the draft call smaller or skipped.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -47,7 +46,7 @@ class TreeConfig:
 
     def override(self, **fields) -> "TreeConfig":
         """This tree with the given fields replaced, those passed as None (a flag left unset) kept."""
-        return dataclasses.replace(self, **{k: v for k, v in fields.items() if v is not None})
+        return replace(self, **{k: v for k, v in fields.items() if v is not None})
 
     @classmethod
     def for_device(cls, device: torch.device | str, dtype: torch.dtype | None = None) -> "TreeConfig":
