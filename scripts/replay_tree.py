@@ -124,10 +124,9 @@ def main() -> None:
                          "measured here)")
     args = ap.parse_args()
 
-    overrides = {f: getattr(args, f) for f in ("total_token", "depth", "top_k", "expand_threshold")
-                 if getattr(args, f) is not None}
+    overrides = {f: getattr(args, f) for f in ("total_token", "depth", "top_k", "expand_threshold")}
     try:
-        TreeConfig(**overrides)  # a bad value fails here, before the model loads
+        TreeConfig().override(**overrides)  # a bad value fails here, before the model loads
     except ValueError as e:
         ap.error(str(e))
     model = EaModel.from_pretrained(args.basepath, args.ea_model_path, dtype=getattr(torch, args.dtype))
