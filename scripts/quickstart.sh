@@ -7,17 +7,19 @@
 #   bash scripts/quickstart.sh --quick    # minutes: a tiny recipe, to see every step run
 #   bash scripts/quickstart.sh --full     # twice the data: benchmarks/*-bf16-full-recipe.json (~2 h)
 #   bash scripts/quickstart.sh --full --epochs 5   # train that head on from where it stopped (~70 min more)
+#   bash scripts/quickstart.sh --large    # chat-heavy: 2.5x the default data, ShareGPT's own answers too (~2.5 h)
 #
 # EAGLE_MODEL (default qwen2.5-coder-0.5b) and EAGLE_RUN (default runs/quickstart) move it.
 set -euo pipefail
 
-usage() { echo "usage: $0 [--quick|--full] [--epochs N]${1:+ ($1)}" >&2; exit 2; }
+usage() { echo "usage: $0 [--quick|--full|--large] [--epochs N]${1:+ ($1)}" >&2; exit 2; }
 RECIPE=default
 EPOCHS_ARG=
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) RECIPE=quick ;;
     --full) RECIPE=full ;;
+    --large) RECIPE=large ;;
     --epochs) [ $# -ge 2 ] || usage "--epochs needs a number"; EPOCHS_ARG=$2; shift ;;
     --epochs=*) EPOCHS_ARG=${1#--epochs=} ;;
     *) usage "unknown argument: $1" ;;
@@ -41,11 +43,16 @@ mkdir -p "$RUN"
 # --ttt_length 3 (EAGLE-3 unrolls 7, this recipe did 5): 0.62x the training time of 5 steps and τ as
 # high, since a small head's first steps are what its trees accept; the time saved buys a third epoch
 # (3-6% more τ, in about the time 2 epochs of 5 steps took; docs/training.md).
+# N_RAW ShareGPT first turns go in with their own (ChatGPT) answers, as written: no regeneration, and
+# +12% chat τ for 1,200 of them on a trained default head (benchmarks/README.md, "ShareGPT's own answers").
 case "$RECIPE" in
-  quick)   N_FIM=16  N_CHAT=8    N_CODE=8   EPOCHS=1 BENCH_PROMPTS=2 BENCH_TOKENS=48  WORKLOADS=code,fim ;;
-  default) N_FIM=150 N_CHAT=256  N_CODE=640 EPOCHS=3 BENCH_PROMPTS=8 BENCH_TOKENS=128 WORKLOADS=code,chat,fim,sample ;;
-  full)    N_FIM=300 N_CHAT=1024 N_CODE=736 EPOCHS=2 BENCH_PROMPTS=8 BENCH_TOKENS=128 WORKLOADS=code,chat,fim,sample ;;
+  quick)   N_FIM=16  N_CHAT=8    N_CODE=8   N_RAW=0    EPOCHS=1 BENCH_PROMPTS=2 BENCH_TOKENS=48  WORKLOADS=code,fim ;;
+  default) N_FIM=150 N_CHAT=256  N_CODE=640 N_RAW=0    EPOCHS=3 BENCH_PROMPTS=8 BENCH_TOKENS=128 WORKLOADS=code,chat,fim,sample ;;
+  full)    N_FIM=300 N_CHAT=1024 N_CODE=736 N_RAW=0    EPOCHS=2 BENCH_PROMPTS=8 BENCH_TOKENS=128 WORKLOADS=code,chat,fim,sample ;;
+  large)   N_FIM=600 N_CHAT=1400 N_CODE=640 N_RAW=1200 EPOCHS=2 BENCH_PROMPTS=8 BENCH_TOKENS=128 WORKLOADS=code,chat,fim ;;
 esac
+# ShareGPT conversations: answered by the base, then taken as written, then the last 10 held out
+N_SHAREGPT=$(( N_CHAT + N_RAW + 10 > 2000 ? N_CHAT + N_RAW + 10 : 2000 ))
 # more epochs than the recipe's: the training step resumes a finished run and trains it on
 [ -n "$EPOCHS_ARG" ] && EPOCHS=$EPOCHS_ARG
 
@@ -62,22 +69,29 @@ eagle models fetch "$MODEL"
 step "2/5 training data in $RUN"
 [ -s "$RUN/fim.jsonl" ] || eagle data corpus stdlib -o "$RUN/fim.jsonl" --max-prefix-chars 800 --max-suffix-chars 300 --seed 1
 [ -s "$RUN/code_chat.jsonl" ] || eagle data corpus instructions -o "$RUN/code_chat.jsonl"
-[ -s "$RUN/sharegpt.jsonl" ] || eagle data corpus sharegpt -o "$RUN/sharegpt.jsonl" --limit 2000
+[ -s "$RUN/sharegpt.jsonl" ] || eagle data corpus sharegpt -o "$RUN/sharegpt.jsonl" --limit "$N_SHAREGPT"
 # The base answers ShareGPT first turns and coding requests itself, so the head learns what the
 # base will write. Batches of 64 keep the CPU busy; both steps resume where they stopped.
 REGEN=(--basepath "$MODEL" --format chat --max-new-tokens 256 --max-prompt-tokens 512 --batch-size 64 --dtype "$DTYPE")
 eagle data regen "${REGEN[@]}" --input "$RUN/sharegpt.jsonl" --output "$RUN/chat_regen.jsonl" --max-turns 1 --limit "$N_CHAT"
 eagle data regen "${REGEN[@]}" --input "$RUN/code_chat.jsonl" --output "$RUN/code_regen.jsonl" --limit "$N_CODE"
 if [ ! -s "$RUN/train.jsonl" ]; then
-  python - "$RUN" "$N_FIM" "$N_CODE" <<'EOF'
-import random, sys
+  python - "$RUN" "$N_FIM" "$N_CODE" "$N_CHAT" "$N_RAW" <<'EOF'
+import json, random, sys
 from pathlib import Path
-run, n_fim, n_code = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+run, (n_fim, n_code, n_chat, n_raw) = Path(sys.argv[1]), map(int, sys.argv[2:6])
 rng = random.Random(0)
 lines = lambda name: [l for l in open(run / name) if l.strip()]
 fim = lines("fim.jsonl")
 rng.shuffle(fim)
-train = lines("chat_regen.jsonl") + lines("code_regen.jsonl") + fim[:n_fim]
+
+def first_exchange(line):  # the conversation up to and including its first answer
+    turns = json.loads(line)["conversations"]
+    answers = [i for i, t in enumerate(turns) if t["from"] == "gpt"]
+    return json.dumps({"conversations": turns[:answers[0] + 1]}) + "\n" if answers else None
+
+raw = [r for r in map(first_exchange, lines("sharegpt.jsonl")[n_chat:n_chat + n_raw]) if r]
+train = lines("chat_regen.jsonl") + lines("code_regen.jsonl") + fim[:n_fim] + raw
 # held out: FIM records and coding requests past the regenerated ones, and unseen ShareGPT chats
 test = fim[n_fim:n_fim + 30] + lines("code_chat.jsonl")[n_code:n_code + 30] + lines("sharegpt.jsonl")[-10:]
 rng.shuffle(train)
