@@ -7,7 +7,7 @@
 #   bash scripts/quickstart.sh --quick    # minutes: a tiny recipe, to see every step run
 #   bash scripts/quickstart.sh --full     # twice the data: benchmarks/*-bf16-full-recipe.json (~2 h)
 #   bash scripts/quickstart.sh --full --epochs 5   # train that head on from where it stopped (~70 min more)
-#   bash scripts/quickstart.sh --large    # chat-heavy: 2.5x the default data, ShareGPT's own answers too (~2.5 h)
+#   bash scripts/quickstart.sh --large    # 4x the default data, ShareGPT's own answers too: the issue-5 head (~2 h)
 #
 # EAGLE_MODEL (default qwen2.5-coder-0.5b) and EAGLE_RUN (default runs/quickstart) move it.
 set -euo pipefail
@@ -49,7 +49,7 @@ case "$RECIPE" in
   quick)   N_FIM=16  N_CHAT=8    N_CODE=8   N_RAW=0    EPOCHS=1 BENCH_PROMPTS=2 BENCH_TOKENS=48  WORKLOADS=code,fim ;;
   default) N_FIM=150 N_CHAT=256  N_CODE=640 N_RAW=0    EPOCHS=3 BENCH_PROMPTS=8 BENCH_TOKENS=128 WORKLOADS=code,chat,fim,sample ;;
   full)    N_FIM=300 N_CHAT=1024 N_CODE=736 N_RAW=0    EPOCHS=2 BENCH_PROMPTS=8 BENCH_TOKENS=128 WORKLOADS=code,chat,fim,sample ;;
-  large)   N_FIM=600 N_CHAT=1400 N_CODE=640 N_RAW=1200 EPOCHS=2 BENCH_PROMPTS=8 BENCH_TOKENS=128 WORKLOADS=code,chat,fim ;;
+  large)   N_FIM=600 N_CHAT=1400 N_CODE=640 N_RAW=1200 EPOCHS=3 BENCH_PROMPTS=8 BENCH_TOKENS=128 WORKLOADS=code,chat,fim ;;
 esac
 # ShareGPT conversations: answered by the base, then taken as written, then the last 10 held out
 N_SHAREGPT=$(( N_CHAT + N_RAW + 10 > 2000 ? N_CHAT + N_RAW + 10 : 2000 ))
