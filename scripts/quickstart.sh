@@ -79,16 +79,18 @@ if [ ! -s "$RUN/train.jsonl" ]; then
   python - "$RUN" "$N_FIM" "$N_CODE" "$N_CHAT" "$N_RAW" <<'EOF'
 import json, random, sys
 from pathlib import Path
+from eagle.data.records import chat_messages, messages_for_turns
 run, (n_fim, n_code, n_chat, n_raw) = Path(sys.argv[1]), map(int, sys.argv[2:6])
 rng = random.Random(0)
 lines = lambda name: [l for l in open(run / name) if l.strip()]
 fim = lines("fim.jsonl")
 rng.shuffle(fim)
 
-def first_exchange(line):  # the conversation up to and including its first answer
-    turns = json.loads(line)["conversations"]
-    answers = [i for i, t in enumerate(turns) if t["from"] == "gpt"]
-    return json.dumps({"conversations": turns[:answers[0] + 1]}) + "\n" if answers else None
+def first_exchange(line):  # the conversation up to and including its first answer (as --max-turns 1)
+    rec = json.loads(line)
+    messages = chat_messages(rec)
+    if any(m["role"] == "assistant" for m in messages):
+        return json.dumps({"conversations": rec["conversations"][:messages_for_turns(messages, 1)]}) + "\n"
 
 raw = [r for r in map(first_exchange, lines("sharegpt.jsonl")[n_chat:n_chat + n_raw]) if r]
 train = lines("chat_regen.jsonl") + lines("code_regen.jsonl") + fim[:n_fim] + raw

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from eagle.data import DataError, check_file, check_format, detect_format, load_jsonl, split_dataset
+from eagle.data.records import chat_messages, messages_for_turns
 
 FIM = {"prefix": "a", "middle": "b", "suffix": "c"}
 CHAT = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}
@@ -180,3 +181,13 @@ def test_split_warns_when_one_side_is_empty(tmp_path, capsys):
     src = write(tmp_path / "all.jsonl", FIM)
     assert split_dataset(src, 0.95, tmp_path / "a.jsonl", tmp_path / "b.jsonl").train == 0
     assert "1 records at train_ratio 0.95 leave one side empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("max_turns, keep", [(None, 6), (1, 3), (2, 5), (3, 6)])
+def test_messages_for_turns_ends_on_the_last_answer_kept(max_turns, keep):
+    """`eagle data regen --max-turns` and the quickstart's ShareGPT first exchanges cut a conversation
+    after its N-th answer: a user turn after it has nothing to learn from. With fewer answers than N
+    the conversation stays whole."""
+    turns = ["system", "human", "gpt", "human", "gpt", "human"]
+    record = {"conversations": [{"from": who, "value": f"turn {i}"} for i, who in enumerate(turns)]}
+    assert messages_for_turns(chat_messages(record), max_turns) == keep

@@ -124,6 +124,16 @@ def chat_messages(record: dict) -> list[dict]:
     return messages
 
 
+def messages_for_turns(messages: list[dict], max_turns: int | None) -> int:
+    """How many leading messages to keep for the first `max_turns` assistant answers: up to and
+    including the last of them, since a user turn after it has no answer to learn from. All of them
+    when `max_turns` is None or the conversation has fewer answers."""
+    answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if max_turns is None or len(answers) < max_turns:
+        return len(messages)
+    return answers[max_turns - 1] + 1
+
+
 def open_data(path: Path):
     """`path` opened for reading bytes; DataError naming it when it is missing, a folder, unreadable."""
     try:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .chat_mask import chat_prompt_ids
 from .fim_tokens import detect_fim_sentinels, fim_prompt_ids
-from .records import chat_messages, detect_format, iter_records
+from .records import chat_messages, detect_format, iter_records, messages_for_turns
 
 
 @dataclass
@@ -186,17 +186,9 @@ def _fim_record(rec, tokenizer, config, report):
     return new
 
 
-def _messages_for_turns(messages: list[dict], max_turns: int | None) -> int:
-    """How many leading messages hold at most `max_turns` assistant turns (all when None)."""
-    if max_turns is None:
-        return len(messages)
-    answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-    return answers[max_turns - 1] + 1 if len(answers) > max_turns else len(messages)
-
-
 def _chat_record(rec, tokenizer, config, report):
     messages = chat_messages(rec)
-    keep = _messages_for_turns(messages, config.max_turns)  # messages kept
+    keep = messages_for_turns(messages, config.max_turns)  # messages kept
     cut = False
     for k in range(keep):
         if messages[k]["role"] != "assistant":
