@@ -79,20 +79,16 @@ if [ ! -s "$RUN/train.jsonl" ]; then
   python - "$RUN" "$N_FIM" "$N_CODE" "$N_CHAT" "$N_RAW" <<'EOF'
 import json, random, sys
 from pathlib import Path
-from eagle.data.records import chat_messages, messages_for_turns
+from eagle.data.records import first_turns
 run, (n_fim, n_code, n_chat, n_raw) = Path(sys.argv[1]), map(int, sys.argv[2:6])
 rng = random.Random(0)
 lines = lambda name: [l for l in open(run / name) if l.strip()]
 fim = lines("fim.jsonl")
 rng.shuffle(fim)
 
-def first_exchange(line):  # the conversation up to and including its first answer (as --max-turns 1)
-    rec = json.loads(line)
-    messages = chat_messages(rec)
-    if any(m["role"] == "assistant" for m in messages):
-        return json.dumps({"conversations": rec["conversations"][:messages_for_turns(messages, 1)]}) + "\n"
-
-raw = [r for r in map(first_exchange, lines("sharegpt.jsonl")[n_chat:n_chat + n_raw]) if r]
+# ShareGPT conversations past the answered ones, up to and including their first answer (as --max-turns 1)
+first = (first_turns(json.loads(l), 1) for l in lines("sharegpt.jsonl")[n_chat:n_chat + n_raw])
+raw = [json.dumps(r) + "\n" for r in first if r]
 train = lines("chat_regen.jsonl") + lines("code_regen.jsonl") + fim[:n_fim] + raw
 # held out: FIM records and coding requests past the regenerated ones, and unseen ShareGPT chats
 test = fim[n_fim:n_fim + 30] + lines("code_chat.jsonl")[n_code:n_code + 30] + lines("sharegpt.jsonl")[-10:]

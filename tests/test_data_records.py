@@ -9,7 +9,7 @@ import os
 import pytest
 
 from eagle.data import DataError, check_file, check_format, detect_format, load_jsonl, split_dataset
-from eagle.data.records import chat_messages, messages_for_turns
+from eagle.data.records import chat_messages, first_turns, messages_for_turns
 
 FIM = {"prefix": "a", "middle": "b", "suffix": "c"}
 CHAT = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}
@@ -191,3 +191,16 @@ def test_messages_for_turns_ends_on_the_last_answer_kept(max_turns, keep):
     turns = ["system", "human", "gpt", "human", "gpt", "human"]
     record = {"conversations": [{"from": who, "value": f"turn {i}"} for i, who in enumerate(turns)]}
     assert messages_for_turns(chat_messages(record), max_turns) == keep
+
+
+def test_first_turns_keeps_the_format_and_other_keys():
+    sharegpt = {"id": "x1", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"},
+                                              {"from": "human", "value": "more"}, {"from": "gpt", "value": "no"}]}
+    assert first_turns(sharegpt, 1) == {"id": "x1", "conversations": sharegpt["conversations"][:2]}
+    assert first_turns(sharegpt, 5) == sharegpt
+    openai = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
+                           {"role": "assistant", "content": "a"}, {"role": "user", "content": "q2"}]}
+    assert first_turns(openai, 1) == {"messages": openai["messages"][:3]}
+    assert first_turns({"messages": openai["messages"][:2]}, 1) is None  # no answer: nothing to learn
+    with pytest.raises(ValueError, match="from is 'bot'"):
+        first_turns({"conversations": [{"from": "bot", "value": "?"}]}, 1)

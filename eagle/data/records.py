@@ -134,6 +134,16 @@ def messages_for_turns(messages: list[dict], max_turns: int | None) -> int:
     return answers[max_turns - 1] + 1
 
 
+def first_turns(record: dict, max_turns: int) -> dict | None:
+    """A chat record cut after its `max_turns`-th answer, in its own format (ShareGPT or OpenAI)
+    and with its other keys; None when it has no answer to learn from."""
+    messages = chat_messages(record)
+    if not any(m["role"] == "assistant" for m in messages):
+        return None
+    key = "conversations" if "conversations" in record else "messages"
+    return {**record, key: record[key][:messages_for_turns(messages, max_turns)]}
+
+
 def open_data(path: Path):
     """`path` opened for reading bytes; DataError naming it when it is missing, a folder, unreadable."""
     try:
