@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Train the `--large` recipe's head on with more data that costs no regeneration: 1,200 more ShareGPT
+# first turns with their own answers and 1,200 more stdlib FIM records, two epochs from its weights
+# (`eagle train --init_from`), then the issue-5 benchmark (bf16) and the float32 identity check. Run
+# `make quickstart ARGS="--large --epochs 4"` first. The feature cache is the large run's own, so only
+# the new records go through the base. Every step skips work it already finished (training resumes).
+#
+#   bash scripts/large_more.sh   # ~15 min of features, ~50 of training, ~20 of benchmarks (AMX, 2 threads)
+set -euo pipefail
+MODEL=${EAGLE_MODEL:-qwen2.5-coder-0.5b}
+LARGE=${EAGLE_LARGE_RUN:-runs/quickstart-large}
+RUN=${EAGLE_RUN:-runs/large-more}
+HEAD=${EAGLE_HEAD:-$LARGE/ckpt/state_3}
+EPOCHS=${EPOCHS:-2}
+N_RAW=${N_RAW:-1200}
+N_FIM=${N_FIM:-1200}
+[ -f "$HEAD/model.safetensors" ] || { echo "no head in $HEAD: run make quickstart ARGS=\"--large --epochs 4\" first" >&2; exit 1; }
+mkdir -p "$RUN"
+DTYPE=$(python -c "from eagle.model.base import dtype_name, fast_dtype; print(dtype_name(fast_dtype()))")
+
+# The large run's ShareGPT file is the corpus's first conversations (the last 10 held out); this one
+# goes N_RAW further, and the new ones are those past it.
+N_OLD=$(grep -c . "$LARGE/sharegpt.jsonl")
+[ -s "$RUN/sharegpt.jsonl" ] || eagle data corpus sharegpt -o "$RUN/sharegpt.jsonl" --limit $((N_OLD + N_RAW))
+
+if [ ! -s "$RUN/train.jsonl" ]; then
+  python - "$LARGE" "$RUN" "$N_OLD" "$N_RAW" "$N_FIM" <<'PY'
+import json, random, sys
+from pathlib import Path
+from eagle.data.records import first_turns
+large, run, (n_old, n_raw, n_fim) = Path(sys.argv[1]), Path(sys.argv[2]), map(int, sys.argv[3:6])
+lines = lambda p: [l for l in open(p) if l.strip()]
+sharegpt = lines(run / "sharegpt.jsonl")
+assert sharegpt[:n_old] == lines(large / "sharegpt.jsonl"), "the ShareGPT corpus changed since the large run"
+old_train, test = lines(large / "train.jsonl"), lines(large / "test.jsonl")  # the same held-out set
+seen = set(old_train) | set(test)
+
+first = (first_turns(json.loads(l), 1) for l in sharegpt[n_old:n_old + n_raw])
+raw = [json.dumps(r) + "\n" for r in first if r]
+fim = [l for l in lines(large / "fim.jsonl") if l not in seen]
+rng = random.Random(1)
+rng.shuffle(fim)
+train = old_train + raw + fim[:n_fim]
+rng.shuffle(train)
+(run / "train.jsonl").write_text("".join(train))
+(run / "test.jsonl").write_text("".join(test))
+print(f"train: {len(train)} records ({len(old_train)} of {large}, {len(raw)} new ShareGPT, {n_fim} new FIM), "
+      f"test: {len(test)}")
+PY
+fi
+
+# the large recipe's flags, from its head at a lower rate
+eagle train --basepath "$MODEL" --trainpath "$RUN/train.jsonl" --testpath "$RUN/test.jsonl" --savedir "$RUN/ckpt" \
+  --data-format mixed --num_epochs "$EPOCHS" --lr 3e-4 --batch_size 4 --grad_accum 1 --max_length 512 --ttt_length 3 \
+  --draft_vocab_size 12000 --draft_intermediate_size 2432 --features offline --save_steps 100 --context_targets \
+  --group_by_length --cache_dir "$LARGE/ckpt/feature_cache" --init_from "$HEAD"
+
+DRAFT="$RUN/ckpt/state_$((EPOCHS - 1))"
+eagle bench --basepath "$MODEL" --ea-model-path "$DRAFT" --dtype "$DTYPE" --workloads code,chat,fim \
+  --methods naive,pld,eagle --num-prompts 8 --max-new-tokens 128 --out "$RUN/bench-$EPOCHS.json"
+eagle bench --basepath "$MODEL" --ea-model-path "$DRAFT" --dtype float32 --workloads code,chat,fim \
+  --methods naive,eagle --num-prompts 8 --max-new-tokens 64 --out "$RUN/fp32-$EPOCHS.json"
