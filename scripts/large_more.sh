@@ -4,10 +4,13 @@
 # (`eagle train --init_from`), then the issue-5 benchmark (bf16) and the float32 identity check. Run
 # `make quickstart ARGS="--large --epochs 4"` first. The feature cache is the large run's own, so only
 # the new records go through the base. Every step skips work it already finished (training resumes).
-# benchmarks/README.md has what it measured (Dec 7: fim 3.10x, chat 1.87x).
+# benchmarks/README.md has what it measured (Dec 7: fim 3.10x, chat 1.87x). N_REGEN > 0 adds the base's
+# own answers to that many more ShareGPT first turns (those past the N_RAW ones), as the large recipe's
+# regenerated chat: chat records that teach the head what the base writes.
 #
 #   bash scripts/large_more.sh        # ~17 min of features, ~27 of training, ~20 of benchmarks (AMX, 2 threads)
 #   EAGLE_RUN=runs/large-fim N_RAW=0 bash scripts/large_more.sh   # the ablation: the FIM records alone
+#   EAGLE_RUN=runs/large-regen N_REGEN=1600 bash scripts/large_more.sh   # + ~20 min of answers, ~15 of features
 set -euo pipefail
 MODEL=${EAGLE_MODEL:-qwen2.5-coder-0.5b}
 LARGE=${EAGLE_LARGE_RUN:-runs/quickstart-large}
@@ -16,14 +19,20 @@ HEAD=${EAGLE_HEAD:-$LARGE/ckpt/state_3}
 EPOCHS=${EPOCHS:-1}
 N_RAW=${N_RAW:-1200}
 N_FIM=${N_FIM:-1200}
+N_REGEN=${N_REGEN:-0}
 [ -f "$HEAD/model.safetensors" ] || { echo "no head in $HEAD: run make quickstart ARGS=\"--large --epochs 4\" first" >&2; exit 1; }
 mkdir -p "$RUN"
 DTYPE=$(python -c "from eagle.model.base import dtype_name, fast_dtype; print(dtype_name(fast_dtype()))")
 
 # The large run's ShareGPT file is the corpus's first conversations (the last 10 held out); this one
-# goes N_RAW further, and the new ones are those past it.
+# goes N_RAW + N_REGEN further: the first N_RAW new ones go in as written, the base answers the rest.
 N_OLD=$(grep -c . "$LARGE/sharegpt.jsonl")
-[ -s "$RUN/sharegpt.jsonl" ] || eagle data corpus sharegpt -o "$RUN/sharegpt.jsonl" --limit $((N_OLD + N_RAW))
+[ -s "$RUN/sharegpt.jsonl" ] || eagle data corpus sharegpt -o "$RUN/sharegpt.jsonl" --limit $((N_OLD + N_RAW + N_REGEN))
+if [ "$N_REGEN" -gt 0 ]; then
+  tail -n +$((N_OLD + N_RAW + 1)) "$RUN/sharegpt.jsonl" > "$RUN/sharegpt_regen.jsonl"
+  eagle data regen --basepath "$MODEL" --format chat --max-new-tokens 256 --max-prompt-tokens 512 --batch-size 64 \
+    --dtype "$DTYPE" --max-turns 1 --input "$RUN/sharegpt_regen.jsonl" --output "$RUN/chat_regen.jsonl" --limit "$N_REGEN"
+fi
 
 if [ ! -s "$RUN/train.jsonl" ]; then
   python - "$LARGE" "$RUN" "$N_OLD" "$N_RAW" "$N_FIM" <<'PY'
@@ -39,14 +48,19 @@ seen = set(old_train) | set(test)
 
 first = (first_turns(json.loads(l), 1) for l in sharegpt[n_old:n_old + n_raw])
 raw = [json.dumps(r) + "\n" for r in first if r]
+regen = lines(run / "chat_regen.jsonl") if (run / "chat_regen.jsonl").exists() else []
 fim = [l for l in lines(large / "fim.jsonl") if l not in seen]
 rng = random.Random(1)
 rng.shuffle(fim)
 train = old_train + raw + fim[:n_fim]
 rng.shuffle(train)
+if regen:  # after the shuffle above, so that N_REGEN=0 builds the file it always has
+    train += regen
+    rng.shuffle(train)
 (run / "train.jsonl").write_text("".join(train))
 (run / "test.jsonl").write_text("".join(test))
-print(f"train: {len(train)} records ({len(old_train)} of {large}, {len(raw)} new ShareGPT, {n_fim} new FIM), "
+print(f"train: {len(train)} records ({len(old_train)} of {large}, {len(raw)} new ShareGPT, {len(regen)} answered "
+      f"by the base, {n_fim} new FIM), "
       f"test: {len(test)}")
 PY
 fi
