@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Train the `--large` recipe's head on with more data that costs no regeneration: 1,200 more ShareGPT
-# first turns with their own answers and 1,200 more stdlib FIM records, one epoch from its weights
+# Train the `--large` recipe's head on with more data, by default data that costs no regeneration: 1,200
+# more ShareGPT first turns with their own answers and 1,200 more stdlib FIM records, one epoch from its weights
 # (`eagle train --init_from`), then the issue-5 benchmark (bf16) and the float32 identity check. Run
 # `make quickstart ARGS="--large --epochs 4"` first. The feature cache is the large run's own, so only
 # the new records go through the base. Every step skips work it already finished (training resumes).
 # benchmarks/README.md has what it measured (Dec 7: fim 3.10x, chat 1.87x). N_REGEN > 0 adds the base's
 # own answers to that many more ShareGPT first turns (those past the N_RAW ones), as the large recipe's
-# regenerated chat: chat records that teach the head what the base writes.
+# regenerated chat: chat records that teach the head what the base writes (N_REGEN=1600: chat 2.01x and
+# fim 3.04x in one run).
 #
 #   bash scripts/large_more.sh        # ~17 min of features, ~27 of training, ~20 of benchmarks (AMX, 2 threads)
 #   EAGLE_RUN=runs/large-fim N_RAW=0 bash scripts/large_more.sh   # the ablation: the FIM records alone
-#   EAGLE_RUN=runs/large-regen N_REGEN=1600 bash scripts/large_more.sh   # + ~20 min of answers, ~15 of features
+#   EAGLE_RUN=runs/large-regen N_REGEN=1600 bash scripts/large_more.sh   # 19 min of answers, 18 of features, 37 of training
 set -euo pipefail
 MODEL=${EAGLE_MODEL:-qwen2.5-coder-0.5b}
 LARGE=${EAGLE_LARGE_RUN:-runs/quickstart-large}
