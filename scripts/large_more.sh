@@ -3,7 +3,8 @@
 # more ShareGPT first turns with their own answers and 1,200 more stdlib FIM records, one epoch from its weights
 # (`eagle train --init_from`), then the issue-5 benchmark (bf16) and the float32 identity check. Run
 # `make quickstart ARGS="--large --epochs 4"` first. The feature cache is the large run's own, so only
-# the new records go through the base. Every step skips work it already finished (training resumes).
+# records it does not hold go through the base (it holds the last train set built in it: the large run's,
+# or an earlier run of this script's). Every step skips work it already finished (training resumes).
 # benchmarks/README.md has what it measured (Dec 7: fim 3.10x, chat 1.87x). N_REGEN > 0 adds the base's
 # own answers to that many more ShareGPT first turns (those past the N_RAW ones), as the large recipe's
 # regenerated chat: chat records that teach the head what the base writes (N_REGEN=1600: chat 2.01x and
