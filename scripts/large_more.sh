@@ -37,11 +37,11 @@ if [ "$N_REGEN" -gt 0 ]; then
 fi
 
 if [ ! -s "$RUN/train.jsonl" ]; then
-  python - "$LARGE" "$RUN" "$N_OLD" "$N_RAW" "$N_FIM" <<'PY'
+  python - "$LARGE" "$RUN" "$N_OLD" "$N_RAW" "$N_FIM" "$N_REGEN" <<'PY'
 import json, random, sys
 from pathlib import Path
 from eagle.data.records import first_turns
-large, run, (n_old, n_raw, n_fim) = Path(sys.argv[1]), Path(sys.argv[2]), map(int, sys.argv[3:6])
+large, run, (n_old, n_raw, n_fim, n_regen) = Path(sys.argv[1]), Path(sys.argv[2]), map(int, sys.argv[3:7])
 lines = lambda p: [l for l in open(p) if l.strip()]
 sharegpt = lines(run / "sharegpt.jsonl")
 assert sharegpt[:n_old] == lines(large / "sharegpt.jsonl"), "the ShareGPT corpus changed since the large run"
@@ -50,7 +50,7 @@ seen = set(old_train) | set(test)
 
 first = (first_turns(json.loads(l), 1) for l in sharegpt[n_old:n_old + n_raw])
 raw = [json.dumps(r) + "\n" for r in first if r]
-regen = lines(run / "chat_regen.jsonl") if (run / "chat_regen.jsonl").exists() else []
+regen = lines(run / "chat_regen.jsonl") if n_regen else []  # not a leftover file of an earlier run
 fim = [l for l in lines(large / "fim.jsonl") if l not in seen]
 rng = random.Random(1)
 rng.shuffle(fim)
