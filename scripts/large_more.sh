@@ -13,6 +13,8 @@
 #   bash scripts/large_more.sh        # ~17 min of features, ~27 of training, ~20 of benchmarks (AMX, 2 threads)
 #   EAGLE_RUN=runs/large-fim N_RAW=0 bash scripts/large_more.sh   # the ablation: the FIM records alone
 #   EAGLE_RUN=runs/large-regen N_REGEN=1600 bash scripts/large_more.sh   # 19 min of answers, 18 of features, 37 of training
+#   EAGLE_RUN=runs/large-regen2 N_REGEN=3600 N_FIM=2000 bash scripts/large_more.sh   # twice the answers: no better
+# (copy runs/large-regen/chat_regen.jsonl into the new folder first and `eagle data regen` answers only the rest)
 set -euo pipefail
 MODEL=${EAGLE_MODEL:-qwen2.5-coder-0.5b}
 LARGE=${EAGLE_LARGE_RUN:-runs/quickstart-large}
