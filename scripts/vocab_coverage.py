@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from eagle.eval.workloads import build_workload
-from eagle.model.base import resolve_path
+from eagle.model.base import eos_token_ids, load_base, load_tokenizer
+from eagle.model.checkpoint import load_draft
 
 
 def main() -> None:
@@ -30,17 +29,15 @@ def main() -> None:
     ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     args = ap.parse_args()
 
-    path = resolve_path(args.basepath)
-    tok = AutoTokenizer.from_pretrained(path)
-    base = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype)).eval()
-    t2d = load_file(f"{args.ea_model_path}/model.safetensors")["t2d"].bool()
+    tok = load_tokenizer(args.basepath)
+    base = load_base(args.basepath, dtype=getattr(torch, args.dtype))
+    t2d = load_draft(args.ea_model_path).t2d  # derived from d2t and checked, as the decoder reads it
     names, counts = args.workloads.split(","), [int(n) for n in args.num_prompts.split(",")]
     if len(counts) != len(names):
         ap.error(f"--num-prompts gives {len(counts)} counts for {len(names)} workloads")
     for name, n in zip(names, counts):
         wl = build_workload(name, tok, limit=n, max_new_tokens=args.max_new_tokens)
-        eos = base.generation_config.eos_token_id
-        eos = ([eos] if isinstance(eos, int) else list(eos or [])) + sorted(wl.extra_eos)  # fim ends at its sentinel
+        eos = sorted(eos_token_ids(base, tok) | wl.extra_eos)  # the benchmark's stop ids (fim: its sentinel too)
         held = total = 0
         for p in wl.prompts:
             ids = torch.tensor([p.input_ids])
