@@ -24,8 +24,9 @@ def widen(narrow: Eagle3Draft, width: int) -> Eagle3Draft:
     old = narrow.config.intermediate_size
     if width <= old:
         raise SystemExit(f"--intermediate-size {width} must exceed the head's {old}")
-    torch.manual_seed(0)
-    wide = Eagle3Draft(dataclasses.replace(narrow.config, intermediate_size=width)).to(torch.float32)
+    with torch.random.fork_rng():  # the same fresh units every time, and the caller's RNG untouched
+        torch.manual_seed(0)
+        wide = Eagle3Draft(dataclasses.replace(narrow.config, intermediate_size=width)).to(torch.float32)
     state = wide.state_dict()
     for name, tensor in narrow.state_dict().items():
         tensor = tensor.to(state[name].dtype) if tensor.is_floating_point() else tensor
