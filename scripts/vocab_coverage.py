@@ -19,8 +19,9 @@ import argparse
 import torch
 
 from eagle.eval.workloads import build_workload
-from eagle.model.base import eos_token_ids, load_base, load_tokenizer
+from eagle.model.base import eos_token_ids, load_base, load_tokenizer, resolve_dtype
 from eagle.model.checkpoint import load_draft
+from eagle.train.config import parse_int_list
 
 
 def main() -> None:
@@ -33,12 +34,15 @@ def main() -> None:
     ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     args = ap.parse_args()
 
-    tok = load_tokenizer(args.basepath)
-    base = load_base(args.basepath, dtype=getattr(torch, args.dtype))
-    t2d = load_draft(args.ea_model_path).t2d  # derived from d2t and checked, as the decoder reads it
-    names, counts = args.workloads.split(","), [int(n) for n in args.num_prompts.split(",")]
+    try:
+        names, counts = args.workloads.split(","), parse_int_list(args.num_prompts)
+    except ValueError as e:
+        ap.error(f"--num-prompts: {e}")
     if len(counts) != len(names):
         ap.error(f"--num-prompts gives {len(counts)} counts for {len(names)} workloads")
+    tok = load_tokenizer(args.basepath)
+    base = load_base(args.basepath, dtype=resolve_dtype(args.dtype))
+    t2d = load_draft(args.ea_model_path).t2d  # derived from d2t and checked, as the decoder reads it
     for name, n in zip(names, counts):
         wl = build_workload(name, tok, limit=n, max_new_tokens=args.max_new_tokens)
         eos = sorted(eos_token_ids(base, tok) | wl.extra_eos)  # the benchmark's stop ids (fim: its sentinel too)
