@@ -30,9 +30,14 @@ def sharpened(temperature: float):
         return torch.log_softmax(base_log_probs(self, hidden) / temperature, -1)
     return log_probs
 
+
 if __name__ == "__main__":
-    t = float(os.environ.get("TARGET_T", "0.5"))
-    if not t > 0:
-        sys.exit(f"error: TARGET_T must be > 0, got {t}")
+    raw = os.environ.get("TARGET_T", "0.5")
+    try:
+        t = float(raw)
+    except ValueError:
+        t = float("nan")
+    if not t > 0:  # also refuses nan
+        sys.exit(f"error: TARGET_T must be a number > 0, got {raw!r}")
     ttt.TargetHead.log_probs = sharpened(t)
     sys.exit(main(sys.argv[1:], prog="sharpen_targets.py"))

@@ -2,19 +2,16 @@
 are the loop's own, so it counts exactly the loop's decoding steps."""
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
 from eagle.model.ea_model import EaModel
 from eagle.model.tree import TreeConfig
+from scripts_module import load_script
 from tiny import VOCAB, fit_draft, tiny_base
 
-spec = importlib.util.spec_from_file_location("replay_tree", Path(__file__).parents[1] / "scripts" / "replay_tree.py")
-replay_tree = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(replay_tree)
+replay_tree = load_script("replay_tree")
 
 
 def test_replay_counts_the_loops_steps():

@@ -1,17 +1,12 @@
 """scripts/sharpen_targets.py must train against softmax(z / T) of the base's own (soft-capped) logits z,
 and leave the target alone at T = 1, so that its measurement (docs/training.md) is of the temperature."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
 from eagle.train.ttt import TargetHead
+from scripts_module import load_script
 
-spec = importlib.util.spec_from_file_location("sharpen_targets",
-                                              Path(__file__).parents[1] / "scripts" / "sharpen_targets.py")
-sharpen_targets = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sharpen_targets)
+sharpen_targets = load_script("sharpen_targets")
 
 
 def test_sharpened_target_is_the_tempered_softmax():

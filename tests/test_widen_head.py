@@ -1,20 +1,16 @@
 """scripts/widen_head.py must give a wider head that drafts exactly what the narrow one does, so that
 training it measures what width adds (benchmarks/README.md) and not a worse start."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from eagle.model.checkpoint import load_draft, save_draft
 from eagle.model.ea_model import EaModel
 from eagle.model.tree import TreeConfig
+from scripts_module import load_script
 from tiny import VOCAB, fit_draft, tiny_base
 
-spec = importlib.util.spec_from_file_location("widen_head", Path(__file__).parents[1] / "scripts" / "widen_head.py")
-widen_head = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(widen_head)
+widen_head = load_script("widen_head")
 
 
 def test_wider_head_drafts_the_same(tmp_path):
