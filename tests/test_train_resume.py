@@ -31,7 +31,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     cfg = TrainConfig(basepath=str(tiny["base"]), trainpath=str(tiny["train"]), testpath=str(tiny["test"]),
                       savedir=str(tmp_path / "A"), data_format="fim", num_epochs=2, batch_size=2, grad_accum=1,
                       max_length=64, draft_vocab_size=128, dtype="fp32", lr=3e-3, save_steps=3,
-                      group_by_length=True)  # the batch order is derived, not stored: a resume must rebuild it
+                      group_by_length=True,  # the batch order is derived, not stored: a resume must rebuild it
+                      align_top_k=4)  # and the chains it trains are the draft's own choice
     steps_per_epoch = 48 // 2
     train(cfg)  # uninterrupted
 
@@ -70,7 +71,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     ma, mb = (json.loads((d / "state_1/metrics.json").read_text()) for d in (tmp_path / "A", save))
     for k in ("acc", "loss", "train_acc", "train_ploss", "test_acc", "test_ploss", "tokens_seen", "global_step", "lr"):
         assert ma[k] == mb[k], k
-    assert draft_recipe(str(save / "state_1"))["group_by_length"] is True  # the benchmark's JSON says how it was batched
+    recipe = draft_recipe(str(save / "state_1"))  # the benchmark's JSON says how it was batched and masked
+    assert recipe["group_by_length"] is True and recipe["align_top_k"] == 4
     assert (save / "resume" / "trainer_state.json").is_file() and not (save / ".resume.old").exists()
     assert not list(save.glob(".tmp-*"))
     shutil.rmtree(tmp_path / "tiny")

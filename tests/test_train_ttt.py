@@ -73,14 +73,16 @@ def test_ttt_attention_is_the_tree_drafters(base):
                 assert torch.allclose(steps[j][:, t], h[:, 0], atol=1e-5), (t, j)
 
 
-def _reference_loss(draft, base, samples, target_ids, k, decay, context=False):
+def _reference_loss(draft, base, samples, target_ids, k, decay, context=False, align=0):
     """Per sample, per origin, per step, by the definition in DESIGN.md §2 (`context`: every position
-    is a target, not only those of the loss mask)."""
+    is a target, not only those of the loss mask; `align`: a chain stops at the first step whose
+    top-`align` misses the token it feeds the next step). Returns the loss, the trained rows per step,
+    their correct counts, and the rows per step without `align` (each step's denominator)."""
     t2d = torch.zeros(base.config.vocab_size, dtype=torch.bool)
     t2d[target_ids] = True
     emb = base.get_input_embeddings()
     terms = [[] for _ in range(k)]
-    correct = [0] * k
+    correct, possible = [0] * k, [0] * k
     for s in samples:
         ids = torch.tensor([s.input_ids])
         L = ids.shape[1]
@@ -90,16 +92,21 @@ def _reference_loss(draft, base, samples, target_ids, k, decay, context=False):
         argmax = out.logits[0].argmax(-1)
         hs = [st.hidden for st in ttt_unroll(draft, fused_features(out.hidden_states, draft.config.aux_layer_ids),
                                              emb(ids), k)]
-        for j in range(min(k, len(hs))):
-            for t in range(L):
+        for t in range(L):
+            aligned = True
+            for j in range(min(k, len(hs))):
                 p = t + 1 + j
-                if p + 1 >= L or not (context or s.loss_mask[p + 1]) or not t2d[argmax[p]]:
-                    continue
                 logq = torch.log_softmax(draft.logits(hs[j][0, t]).float(), -1)
-                terms[j].append(-(base_p[p] * logq).sum())
-                correct[j] += int(target_ids[logq.argmax()] == argmax[p])
-    loss = sum(decay ** j * torch.stack(terms[j]).sum() / len(terms[j]) for j in range(k) if terms[j])
-    return loss, [len(t) for t in terms], correct
+                if not (p + 1 >= L or not (context or s.loss_mask[p + 1]) or not t2d[argmax[p]]):
+                    possible[j] += 1
+                    if aligned:
+                        terms[j].append(-(base_p[p] * logq).sum())
+                        correct[j] += int(target_ids[logq.argmax()] == argmax[p])
+                if align and p + 1 < L:  # the next step is fed x_{t+2+j}
+                    fed = ids[0, p + 1]
+                    aligned &= bool(t2d[fed]) and int((logq > logq[int(t2d[:fed].sum())]).sum()) < align
+    loss = sum(decay ** j * torch.stack(terms[j]).sum() / possible[j] for j in range(k) if terms[j])
+    return loss, [len(t) for t in terms], correct, possible
 
 
 @pytest.mark.parametrize("density,context", [(0.7, False), (0.15, False), (0.15, True)])
@@ -109,7 +116,7 @@ def test_loss_matches_per_position_reference(base, density, context):
     draft = _draft(base)
     draft.set_vocab_mapping(target_ids)
     k, decay = 4, 0.8
-    ref, ref_counts, ref_correct = _reference_loss(draft, base, samples, target_ids, k, decay, context)
+    ref, ref_counts, ref_correct, _ = _reference_loss(draft, base, samples, target_ids, k, decay, context)
     runner = BaseRunner(base, draft.config.aux_layer_ids)
     src = OnlineSource(runner, {"train": samples})
     p = prepare(src.batch("train", [0, 1, 2]), base.get_input_embeddings().weight, draft.t2d, "cpu", context)
@@ -119,6 +126,32 @@ def test_loss_matches_per_position_reference(base, density, context):
     assert out.count.tolist() == ref_counts == denom.tolist()
     assert out.correct.tolist() == ref_correct
     assert torch.allclose(out.loss, ref, rtol=1e-5), (out.loss, ref)
+
+
+@pytest.mark.parametrize("top_k", [48, 96])
+def test_token_alignable_training_stops_a_chain_at_its_first_miss(base, top_k):
+    """--align_top_k: step j trains origin t only while steps 0..j-1 each ranked the token they feed
+    the next step among their top k; the denominators stay those of every chain, and without the
+    input ids (evaluation) nothing is dropped."""
+    samples = _samples(4, (40, 30, 24), density=0.7)
+    target_ids = build_vocab(samples, 264, 128)  # not every token is in it: those chains stop too
+    draft = _draft(base, vd=128)
+    draft.set_vocab_mapping(target_ids)
+    k, decay = 4, 0.8
+    ref, ref_counts, ref_correct, possible = _reference_loss(draft, base, samples, target_ids, k, decay,
+                                                             align=top_k)
+    src = OnlineSource(BaseRunner(base, draft.config.aux_layer_ids), {"train": samples})
+    p = prepare(src.batch("train", [0, 1, 2, 3]), base.get_input_embeddings().weight, draft.t2d, "cpu")
+    p.target_p = TargetHead.from_base(base, target_ids).log_probs(p.hidden_valid).exp()
+    denom = step_counts(p.valid, k)
+    obj = TTTObjective(draft, k, decay, align_top_k=top_k, logit_chunk=128 * 7)  # several chunks per step
+    out = obj(p.features, p.embeds, p.valid, p.target_p, p.target_idx, denom, p.draft_ids)
+    assert denom.tolist() == possible
+    assert out.count.tolist() == ref_counts and out.correct.tolist() == ref_correct
+    assert torch.allclose(out.loss, ref, rtol=1e-5), (out.loss, ref)
+    assert 0 < ref_counts[2] < possible[2]  # the mask drops some chains and keeps some
+    unmasked = obj(p.features, p.embeds, p.valid, p.target_p, p.target_idx, denom)
+    assert unmasked.count.tolist() == possible
 
 
 def test_context_targets_train_every_position_and_test_on_the_loss_mask(base):

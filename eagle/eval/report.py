@@ -138,7 +138,8 @@ def draft_recipe(ea_model_path: str | None, recipe_file: str | None = None, dept
                     # heads from before these flags trained as their defaults
                     "init_lm_head": cfg.get("init_lm_head", "random"),
                     "context_targets": cfg.get("context_targets", False),
-                    "group_by_length": cfg.get("group_by_length", False)})
+                    "group_by_length": cfg.get("group_by_length", False),
+                    "align_top_k": cfg.get("align_top_k", 0)})
         if cfg.get("init_from"):  # trained on from another head: that head's recipe is part of this one
             out["init_from"] = draft_recipe(cfg["init_from"], depth=depth + 1) if depth < 8 else cfg["init_from"]
     if state:

@@ -56,6 +56,8 @@ class TrainConfig:
     max_length: int = _f(2048, "tokens per sample; longer ones are cut (FIM keeps the middle)")
     ttt_length: int = _f(7, "training-time-test steps: the draft is unrolled on its own outputs this many times")
     ttt_decay: float = _f(0.8, "weight of step j is ttt_decay**j")
+    align_top_k: int = _f(0, "token-alignable training (GRIFFIN): train a chain at TTT step j only while each "
+                             "earlier step ranked the token fed next among its top k (0 = every chain)")
     draft_vocab_size: int = _f(32000, "draft vocabulary: the most frequent target tokens of the training data")
     draft_intermediate_size: int | None = _f(None, "width of the draft's MLP (default: the base's); narrower "
                                                    "drafts cost less per call on CPUs")
@@ -106,6 +108,8 @@ class TrainConfig:
         bad = [f"--{k} {v}" for k, v in positive.items() if not isinstance(v, int) or v < 1]
         if bad:
             raise ValueError(f"must be positive integers: {', '.join(bad)}")
+        if not isinstance(self.align_top_k, int) or self.align_top_k < 0:
+            raise ValueError(f"--align_top_k must be an integer >= 0, got {self.align_top_k!r}")
         if self.max_length < 3:
             raise ValueError("--max_length must be at least 3 (a token, its successor and one target)")
         if not self.lr > 0:

@@ -126,7 +126,7 @@ class Stepper:
             skip_sync = not last and not self.deepspeed and hasattr(self.model, "no_sync")
             sync = self.model.no_sync() if skip_sync else contextlib.nullcontext()
             with sync:
-                out = self.model(p.features, p.embeds, p.valid, p.target_p, p.target_idx, denom)
+                out = self.model(p.features, p.embeds, p.valid, p.target_p, p.target_idx, denom, p.draft_ids)
                 # DDP and DeepSpeed average gradients over processes (DeepSpeed also over accumulation
                 # steps); the objective is a global sum, so undo the averaging.
                 if self.deepspeed:

@@ -36,7 +36,7 @@ from eagle.train.ttt import TargetHead, TTTObjective, base_lm_head_rows
 _RESUME_FIXED = ("data_format", "max_length", "draft_vocab_size", "aux_layers", "seed")
 # Fixed only inside an epoch: they decide its order or its loss, which the steps already taken in it
 # followed; between epochs they may change, as the learning rate may.
-_EPOCH_FIXED = ("group_by_length", "ttt_length", "ttt_decay")
+_EPOCH_FIXED = ("group_by_length", "ttt_length", "ttt_decay", "align_top_k")
 
 
 @dataclass
@@ -342,7 +342,8 @@ def initial_draft(cfg: TrainConfig, dcfg: DraftConfig, target_ids: torch.Tensor,
 
 def _make_stepper(cfg, rt: Runtime, draft: Eagle3Draft, head, embed_weight, total_steps) -> Stepper:
     autocast = None if rt.dtype == torch.float32 or rt.use_deepspeed else rt.dtype
-    objective = TTTObjective(draft, cfg.ttt_length, cfg.ttt_decay, autocast_dtype=autocast)
+    objective = TTTObjective(draft, cfg.ttt_length, cfg.ttt_decay, autocast_dtype=autocast,
+                             align_top_k=cfg.align_top_k)
     # the fused kernel is about 5x faster than the per-tensor loop on CPUs (same update)
     optimizer = torch.optim.AdamW(draft.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay,
                                   fused=rt.device.type in ("cpu", "cuda"))

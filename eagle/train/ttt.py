@@ -100,6 +100,7 @@ class Prepared:
     target_idx: torch.Tensor  # [N] draft id of the base argmax
     hidden_valid: torch.Tensor  # [N, H] lm_head inputs, kept until target_p is needed
     tokens: int  # real tokens in the micro-batch
+    draft_ids: torch.Tensor  # [B, S] draft id of each input token, -1 outside the draft vocabulary
 
 
 def prepare(batch: BaseBatch, embed_weight: torch.Tensor, t2d: torch.Tensor, device,
@@ -124,7 +125,7 @@ def prepare(batch: BaseBatch, embed_weight: torch.Tensor, t2d: torch.Tensor, dev
     return Prepared(
         features=batch.features.to(device), embeds=embeds, valid=valid, target_p=None,
         target_idx=draft_index[argmax[valid]], hidden_valid=batch.hidden.to(device)[valid],
-        tokens=int(lengths.sum()))
+        tokens=int(lengths.sum()), draft_ids=torch.where(t2d.to(device)[ids], draft_index[ids], -1))
 
 
 def step_counts(valid: torch.Tensor, ttt_length: int) -> torch.Tensor:
@@ -197,16 +198,35 @@ class TTTObjective(nn.Module):
     """The draft plus its loss, one forward per micro-batch (so DDP and DeepSpeed wrap one call)."""
 
     def __init__(self, draft: Eagle3Draft, ttt_length: int = 7, decay: float = 0.8,
-                 autocast_dtype: torch.dtype | None = None, logit_chunk: int = 2 ** 23):
+                 autocast_dtype: torch.dtype | None = None, logit_chunk: int = 2 ** 23, align_top_k: int = 0):
         super().__init__()
         self.draft = draft
         self.ttt_length, self.decay = ttt_length, decay
+        # Token-alignable training (GRIFFIN, arXiv 2502.11018): a chain is trained at step j only while
+        # every earlier step ranked the token it is fed next among its `align_top_k` likeliest, as a
+        # tree of top-k children would have reached it; 0 trains every chain.
+        self.align_top_k = align_top_k
         self.autocast_dtype = autocast_dtype
         # Most elements of a [rows, draft vocab] logit tensor held at once: the lm_head and loss run
         # over the rows in chunks of this size (eagle.train.soft_ce): 699 rows at 12k words, 262 at 32k.
         self.logit_chunk = logit_chunk
 
-    def forward(self, features, embeds, valid, target_p, target_idx, denom) -> TTTStats:
+    @torch.no_grad()
+    def _in_top_k(self, hidden: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+        """[R, H] draft outputs, [R] draft ids (-1: outside the vocabulary) -> [R] bool: `want` is among
+        the draft's align_top_k likeliest tokens (ties count as in)."""
+        out = torch.zeros(want.shape, dtype=torch.bool, device=want.device)
+        step = max(1, self.logit_chunk // self.draft.lm_head.weight.shape[0])
+        for i in range(0, want.numel(), step):
+            z = self.draft.lm_head(self.draft.norm(hidden[i:i + step]))
+            w = want[i:i + step]
+            above = (z > z.gather(1, w.clamp(min=0)[:, None])).sum(1)
+            out[i:i + step] = (above < self.align_top_k) & (w >= 0)
+        return out
+
+    def forward(self, features, embeds, valid, target_p, target_idx, denom, draft_ids=None) -> TTTStats:
+        """`draft_ids` ([B, S], Prepared.draft_ids) turns on align_top_k; without them (evaluation)
+        every chain is scored."""
         k, dev = self.ttt_length, features.device
         b, s = valid.shape
         param = next(self.draft.parameters())
@@ -220,14 +240,24 @@ class TTTObjective(nn.Module):
         need = torch.zeros_like(valid)  # origins with a trained target at some step >= 1
         for j in range(1, k):
             need |= _shift(valid, 1 + j)
+        align = bool(self.align_top_k) and draft_ids is not None
+        alive = need.clone()  # [B, S] by origin: the chain is still aligned (with `align`)
         picked, rows, sizes = [], [], []
         with ctx:
             for st in ttt_unroll(self.draft, features, embeds, k, need):
                 r = row_of.gather(1, st.origin + 1 + st.j)  # [B, M] target row of p = t+1+j, or -1
                 keep = (r >= 0) & st.real
+                if align and st.j > 0:
+                    keep &= alive.gather(1, st.origin)
                 picked.append(st.hidden[keep])
                 rows.append(r[keep])
                 sizes.append(rows[-1].numel())
+                if align and st.j + 1 < k:  # the next step is fed x_{t+2+j}: did this one rank it top-k?
+                    go = st.real & alive.gather(1, st.origin)
+                    nxt = draft_ids.gather(1, (st.origin + 2 + st.j).clamp(max=s - 1))
+                    hit = torch.zeros_like(go)
+                    hit[go] = self._in_top_k(st.hidden[go], nxt[go])
+                    alive.scatter_(1, st.origin, hit)  # a step's origins are distinct positions
             # the lm_head runs over all steps together, not once per step; a row of step j weighs
             # decay**j / (the step's count over the global batch)
             scale = self.decay ** torch.arange(len(sizes), device=dev) / denom[:len(sizes)].clamp(min=1)
