@@ -218,7 +218,7 @@ class TTTObjective(nn.Module):
         out = torch.zeros(want.shape, dtype=torch.bool, device=want.device)
         step = max(1, self.logit_chunk // self.draft.lm_head.weight.shape[0])
         for i in range(0, want.numel(), step):
-            z = self.draft.lm_head(self.draft.norm(hidden[i:i + step]))
+            z = self.draft.logits(hidden[i:i + step])
             w = want[i:i + step]
             above = (z > z.gather(1, w.clamp(min=0)[:, None])).sum(1)
             out[i:i + step] = (above < self.align_top_k) & (w >= 0)
