@@ -27,7 +27,7 @@ import torch
 from eagle.eval.tune import forward_times
 from eagle.eval.workloads import build_workload
 from eagle.model.ea_model import EaModel
-from eagle.model.generate import accept_targets, fused_features
+from eagle.model.generate import accept_targets, draft_over_text
 from eagle.model.kv_cache import DraftKV
 from eagle.model.tree import Tree, TreeConfig, add_branch, draft_tree, lookup_continuation
 
@@ -53,10 +53,7 @@ def positions(model: EaModel, text: list[int], n0: int, settings: list[tuple]) -
     base, draft = model.base_model, model.ea_layer
     embed = base.get_input_embeddings()
     ids = torch.tensor([text], device=base.device)
-    out = base(input_ids=ids, output_hidden_states=True, use_cache=False, logits_to_keep=1)
-    feats = fused_features(out.hidden_states, draft.config.aux_layer_ids)
-    nxt = torch.tensor([text[1:] + [0]], device=base.device)  # position t sees x_{t+1}
-    d = draft(feats, embed(nxt), torch.arange(len(text), device=base.device)[None])
+    d = draft_over_text(base, draft, ids)
     rows = []
     for r in range(n0, len(text) - 1):
         kv = DraftKV(d.key[:, :, :r], d.value[:, :, :r])

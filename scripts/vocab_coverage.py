@@ -30,7 +30,7 @@ import torch
 from eagle.eval.workloads import build_workload
 from eagle.model.base import eos_token_ids, load_base, load_tokenizer, resolve_dtype
 from eagle.model.checkpoint import load_draft
-from eagle.model.generate import fused_features
+from eagle.model.generate import draft_over_text
 from eagle.train.config import parse_int_list
 
 
@@ -38,10 +38,7 @@ from eagle.train.config import parse_int_list
 def first_draft_agrees(base, draft, seq: torch.Tensor, n: int) -> list[bool]:
     """For each generated token after the first (seq [1, L], the prompt's n tokens first): does the
     draft's step-0 guess, read from the base's features of the true prefix, equal it?"""
-    out = base(seq, output_hidden_states=True, logits_to_keep=1)
-    feats = fused_features(out.hidden_states, draft.config.aux_layer_ids)
-    nxt = torch.cat([seq[:, 1:], seq[:, -1:]], 1)  # position t reads x_{t+1}; the last row is never scored
-    h = draft(feats, base.get_input_embeddings()(nxt), torch.arange(seq.shape[1])[None]).hidden[0]
+    h = draft_over_text(base, draft, seq).hidden[0]
     guess = draft.to_target(draft.logits(h).argmax(-1))  # guess[t] is the draft's x_{t+2}
     return (guess[n - 1:seq.shape[1] - 2] == seq[0, n + 1:]).tolist()
 

@@ -71,6 +71,17 @@ def fused_features(hidden_states, aux_layer_ids) -> torch.Tensor:
     return torch.cat([hidden_states[i] for i in aux_layer_ids], dim=-1)
 
 
+@torch.no_grad()
+def draft_over_text(base, draft, ids: torch.Tensor):
+    """The draft's step 0 at every position of a known text ids [1, L], teacher-forced: position t
+    reads the base's features f_t and x_{t+1}, as the loop's drafter does at a root (its output at
+    t guesses x_{t+2}; the last row has no x_{t+1} and means nothing). For offline analyses."""
+    out = base(input_ids=ids, output_hidden_states=True, use_cache=False, logits_to_keep=1)
+    feats = fused_features(out.hidden_states, draft.config.aux_layer_ids)
+    nxt = torch.cat([ids[:, 1:], ids[:, -1:]], 1)
+    return draft(feats, base.get_input_embeddings()(nxt), torch.arange(ids.shape[1], device=ids.device)[None])
+
+
 def prefill(base, input_ids: torch.Tensor, cache, want_features: bool):
     out = base(input_ids=input_ids, past_key_values=cache, use_cache=True,
                output_hidden_states=want_features, logits_to_keep=1)
