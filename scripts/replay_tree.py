@@ -15,6 +15,12 @@ noise. A verify's cost is read from the base's measured forward times (`--tune`'
 `--cost` (another machine's table, say the AMX one of DESIGN.md §5), so the printed ceiling
 τ / cost ranks settings as a timed run would; `eagle bench` then measures the one
 chosen. The functions are the loop's own: draft_tree, lookup_continuation, add_branch, accept_targets.
+
+Several heads of one base (`--ea-model-path A,B,...`) are compared on one text per prompt, the
+base's own greedy decoding (naivegenerate): a bf16 loop's text depends on the head (its trees
+round differently), and that alone moves chat τ by a few percent between two heads.
+
+    python scripts/replay_tree.py --ea-model-path runs/a/state_0,runs/b/state_0 --workloads chat --num-prompts 40
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import torch
 
 from eagle.eval.tune import forward_times
 from eagle.eval.workloads import build_workload
+from eagle.model.base import resolve_path
+from eagle.model.checkpoint import load_draft
 from eagle.model.ea_model import EaModel
 from eagle.model.generate import accept_targets, draft_over_text
 from eagle.model.kv_cache import DraftKV
@@ -101,7 +109,8 @@ def parse_cost(text: str) -> dict[int, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--basepath", default="qwen2.5-coder-0.5b")
-    ap.add_argument("--ea-model-path", required=True)
+    ap.add_argument("--ea-model-path", required=True, help="a draft head, or several (comma-separated) "
+                    "to compare on one text")
     ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     ap.add_argument("--workloads", default="code,chat,fim", help="greedy workloads only")
     ap.add_argument("--num-prompts", type=int, default=8)
@@ -126,10 +135,13 @@ def main() -> None:
         TreeConfig().override(**overrides)  # a bad value fails here, before the model loads
     except ValueError as e:
         ap.error(str(e))
-    model = EaModel.from_pretrained(args.basepath, args.ea_model_path, dtype=getattr(torch, args.dtype))
+    paths = args.ea_model_path.split(",")
+    model = EaModel.from_pretrained(args.basepath, paths[0], dtype=getattr(torch, args.dtype))
     if args.tree_dtype:
         model.tree = TreeConfig.for_device(model.device, getattr(torch, args.tree_dtype))
     model.tree = model.tree.override(**overrides)
+    heads = [model] + [EaModel(model.base_model, load_draft(resolve_path(p)), model.tokenizer, model.tree)
+                       for p in paths[1:]]
     lookups = [int(x) for x in args.lookup.split(",")]
     probs = [float(x) for x in args.min_prob.split(",")]
     settings = [(lk, mp) for lk in lookups for mp in probs] + [(max(lookups), None)]
@@ -140,24 +152,51 @@ def main() -> None:
         cost = {n: t / times[1] for n, t in times.items()}
     print(f"{args.basepath} {args.dtype}, tree {model.tree}")
     print("verify cost by tokens: " + ", ".join(f"{n}: {c:.2f}" for n, c in cost.items()))
+    if len(heads) > 1:
+        print("one text per prompt for every head: the base's greedy decoding")
     for name in args.workloads.split(","):
         wl = build_workload(name, model.tokenizer, limit=args.num_prompts, max_new_tokens=args.max_new_tokens)
         if not wl.greedy:
             raise SystemExit(f"{name}: replay needs a greedy workload")
-        sums = {s: [0, 0, 0.0, 0] for s in settings}
-        for p in wl.prompts:
-            ids = torch.tensor([p.input_ids], device=model.device)
-            text = model.eagenerate(ids, max_new_tokens=wl.max_new_tokens)[0].tolist()
-            rows = positions(model, text, len(p.input_ids), settings)
-            for s in settings:
-                for i, v in enumerate(replay(rows, len(text), len(p.input_ids), s, cost)):
-                    sums[s][i] += v
-        print(f"\n{name} ({len(wl.prompts)} prompts)\n{'lookup':>12} {'min_prob':>9} {'tau':>6} {'tokens':>7} "
-              f"{'ceiling':>8}")
-        for (lookup, min_prob), (tok, cyc, total, size) in sums.items():
-            mp = "no tree" if min_prob is None else f"{min_prob:g}"
-            print(f"{lookup:>12} {mp:>9} {tok / cyc:>6.2f} {size / cyc:>7.1f} {tok / total:>8.2f}")
+        runs = replay_prompts(heads, [p.input_ids for p in wl.prompts], wl.max_new_tokens, settings, cost)
+        print(f"\n{name} ({len(wl.prompts)} prompts)")
+        print_table(paths, runs, settings)
 
+
+def replay_prompts(heads: list[EaModel], prompts: list[list[int]], max_new_tokens: int, settings: list[tuple],
+                   cost: dict[int, float]) -> list[dict]:
+    """Per head, per setting, per prompt: replay's (tokens, cycles, summed verify cost, summed tree
+    size). One head replays its own loop's text; several share the base's greedy text."""
+    runs = [{s: [] for s in settings} for _ in heads]
+    for prompt in prompts:
+        ids = torch.tensor([prompt], device=heads[0].device)
+        decode = heads[0].eagenerate if len(heads) == 1 else heads[0].naivegenerate
+        text = decode(ids, max_new_tokens=max_new_tokens)[0].tolist()
+        for head, run in zip(heads, runs):
+            rows = positions(head, text, len(prompt), settings)
+            for s in settings:
+                run[s].append(replay(rows, len(text), len(prompt), s, cost))
+    return runs
+
+
+def print_table(paths: list[str], runs: list[dict], settings: list[tuple]) -> None:
+    """One row per head and setting; with several heads, how many prompts each gains or loses
+    against the first head, so a difference in τ can be told from one prompt's luck."""
+    several = len(paths) > 1
+    print(("head " if several else "") + f"{'lookup':>12} {'min_prob':>9} {'tau':>6} {'tokens':>7} {'ceiling':>8}"
+          + ("  vs head 1 (prompts better/worse)" if several else ""))
+    for h, (path, run) in enumerate(zip(paths, runs)):
+        if several:
+            print(f"{h + 1}: {path}")
+        for s in settings:
+            tok, cyc, total, size = (sum(col) for col in zip(*run[s]))
+            mp = "no tree" if s[1] is None else f"{s[1]:g}"
+            line = f"{'':5}" * several + f"{s[0]:>12} {mp:>9} {tok / cyc:>6.2f} {size / cyc:>7.1f} {tok / total:>8.2f}"
+            if several and h:
+                mine = [t / c for t, c, _, _ in run[s]]
+                first = [t / c for t, c, _, _ in runs[0][s]]
+                line += f"  {sum(a > b for a, b in zip(mine, first))}/{sum(a < b for a, b in zip(mine, first))}"
+            print(line)
 
 if __name__ == "__main__":
     main()

@@ -49,3 +49,31 @@ def test_cost_table_from_another_machine():
     for bad in ("8:1.1", "1:1,8", "1:1,0:0.5", "1:1,a:2"):
         with pytest.raises(argparse.ArgumentTypeError):
             replay_tree.parse_cost(bad)
+
+
+def test_several_heads_replay_one_text(capsys):
+    """Heads compared side by side must be scored on the same text (the base's greedy decoding):
+    the lookup branch alone, which reads the text only, then scores every head alike, and the
+    first head's figures are those of a replay over that text."""
+    base = tiny_base("llama", predictable=True)
+    tree = TreeConfig(total_token=16, depth=5, top_k=4, lookup=8, min_prob=0.0)
+    fitted, unfit = EaModel(base, fit_draft(base), tree=tree), EaModel(base, fit_draft(base, steps=1), tree=tree)
+    settings = [(0, 0.0), (8, 0.0), (8, None)]
+    g = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(2, VOCAB, (12,), generator=g).tolist() for _ in range(3)]
+    runs = replay_tree.replay_prompts([fitted, unfit], prompts, 30, settings, {1: 1.0})
+
+    for i, prompt in enumerate(prompts):
+        text = fitted.naivegenerate(torch.tensor([prompt]), max_new_tokens=30)[0].tolist()
+        rows = replay_tree.positions(fitted, text, len(prompt), settings)
+        for s in settings:
+            assert runs[0][s][i] == replay_tree.replay(rows, len(text), len(prompt), s, {1: 1.0})
+    assert runs[0][(8, None)] == runs[1][(8, None)]
+    tau = [sum(t for t, *_ in run[(0, 0.0)]) / sum(c for _, c, *_ in run[(0, 0.0)]) for run in runs]
+    assert tau[0] > 1.5 * tau[1], tau  # the fitted draft is told from the unfitted one
+
+    replay_tree.print_table(["fit", "unfit"], runs, settings)
+    table = capsys.readouterr().out.splitlines()
+    assert table[1] == "1: fit" and table[5] == "2: unfit"
+    assert table[6].endswith(" 0/3")  # the unfitted head's tree alone: worse on all three prompts
+    assert table[8].endswith(" 0/0")  # lookup alone: the same on every prompt
