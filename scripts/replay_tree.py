@@ -190,12 +190,13 @@ def print_table(paths: list[str], runs: list[dict], settings: list[tuple]) -> No
             print(f"{h + 1}: {path}")
         for s in settings:
             tok, cyc, total, size = (sum(col) for col in zip(*run[s]))
+            cyc, total = max(cyc, 1), total or 1.0  # no cycle at all: every prompt ended at its first token
             mp = "no tree" if s[1] is None else f"{s[1]:g}"
             line = f"{'':5}" * several + f"{s[0]:>12} {mp:>9} {tok / cyc:>6.2f} {size / cyc:>7.1f} {tok / total:>8.2f}"
             if several and h:
-                mine = [t / c for t, c, _, _ in run[s]]
-                first = [t / c for t, c, _, _ in runs[0][s]]
-                line += f"  {sum(a > b for a, b in zip(mine, first))}/{sum(a < b for a, b in zip(mine, first))}"
+                # a prompt whose answer ends at its first token has no cycle to compare
+                pairs = [(a[0] / a[1], b[0] / b[1]) for a, b in zip(run[s], runs[0][s]) if a[1] and b[1]]
+                line += f"  {sum(a > b for a, b in pairs)}/{sum(a < b for a, b in pairs)}"
             print(line)
 
 if __name__ == "__main__":

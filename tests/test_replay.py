@@ -77,3 +77,15 @@ def test_several_heads_replay_one_text(capsys):
     assert table[1] == "1: fit" and table[5] == "2: unfit"
     assert table[6].endswith(" 0/3")  # the unfitted head's tree alone: worse on all three prompts
     assert table[8].endswith(" 0/0")  # lookup alone: the same on every prompt
+
+
+def test_table_skips_prompts_without_a_cycle(capsys):
+    """An answer that ends at its first token (EOS at once) replays to no cycle: it counts in
+    neither head's better/worse tally, and a setting with no cycle at all prints τ 0."""
+    settings = [(0, 0.0)]
+    runs = [{(0, 0.0): [(0, 0, 0.0, 0), (6, 3, 3.0, 30)]}, {(0, 0.0): [(0, 0, 0.0, 0), (4, 4, 4.0, 40)]}]
+    replay_tree.print_table(["a", "b"], runs, settings)
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].split()[2] == "2.00" and out[4].split()[2] == "1.00" and out[4].endswith(" 0/1")
+    replay_tree.print_table(["a"], [{(0, 0.0): [(0, 0, 0.0, 0)]}], settings)
+    assert capsys.readouterr().out.splitlines()[1].split()[2] == "0.00"
