@@ -199,5 +199,6 @@ def print_table(paths: list[str], runs: list[dict], settings: list[tuple]) -> No
                 line += f"  {sum(a > b for a, b in pairs)}/{sum(a < b for a, b in pairs)}"
             print(line)
 
+
 if __name__ == "__main__":
     main()
