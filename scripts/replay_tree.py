@@ -35,7 +35,7 @@ from eagle.eval.workloads import build_workload
 from eagle.model.base import resolve_path
 from eagle.model.checkpoint import load_draft
 from eagle.model.ea_model import EaModel
-from eagle.model.generate import accept_targets, draft_over_text
+from eagle.model.generate import accept_targets, draft_over_text, text_hidden_states
 from eagle.model.kv_cache import DraftKV
 from eagle.model.tree import Tree, TreeConfig, add_branch, draft_tree, lookup_continuation
 
@@ -56,12 +56,13 @@ def root_only(token: int) -> Tree:
 
 
 @torch.no_grad()
-def positions(model: EaModel, text: list[int], n0: int, settings: list[tuple]) -> list[dict]:
-    """For each root position r >= n0: {setting: (matched tokens, verified tree size)}."""
+def positions(model: EaModel, text: list[int], n0: int, settings: list[tuple], hidden_states=None) -> list[dict]:
+    """For each root position r >= n0: {setting: (matched tokens, verified tree size)}. hidden_states:
+    the base's over text (text_hidden_states), computed here when not given."""
     base, draft = model.base_model, model.ea_layer
     embed = base.get_input_embeddings()
     ids = torch.tensor([text], device=base.device)
-    d = draft_over_text(base, draft, ids)
+    d = draft_over_text(base, draft, ids, hidden_states)
     rows = []
     for r in range(n0, len(text) - 1):
         kv = DraftKV(d.key[:, :, :r], d.value[:, :, :r])
@@ -172,8 +173,9 @@ def replay_prompts(heads: list[EaModel], prompts: list[list[int]], max_new_token
         ids = torch.tensor([prompt], device=heads[0].device)
         decode = heads[0].eagenerate if len(heads) == 1 else heads[0].naivegenerate
         text = decode(ids, max_new_tokens=max_new_tokens)[0].tolist()
+        hs = text_hidden_states(heads[0].base_model, torch.tensor([text], device=ids.device))  # one base, every head
         for head, run in zip(heads, runs):
-            rows = positions(head, text, len(prompt), settings)
+            rows = positions(head, text, len(prompt), settings, hs)
             for s in settings:
                 run[s].append(replay(rows, len(text), len(prompt), s, cost))
     return runs

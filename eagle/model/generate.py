@@ -72,12 +72,20 @@ def fused_features(hidden_states, aux_layer_ids) -> torch.Tensor:
 
 
 @torch.no_grad()
-def draft_over_text(base, draft, ids: torch.Tensor):
+def text_hidden_states(base, ids: torch.Tensor):
+    """The base's hidden states (every layer) over a known text ids [1, L]."""
+    return base(input_ids=ids, output_hidden_states=True, use_cache=False, logits_to_keep=1).hidden_states
+
+
+@torch.no_grad()
+def draft_over_text(base, draft, ids: torch.Tensor, hidden_states=None):
     """The draft's step 0 at every position of a known text ids [1, L], teacher-forced: position t
     reads the base's features f_t and x_{t+1}, as the loop's drafter does at a root (its output at
-    t guesses x_{t+2}; the last row has no x_{t+1} and means nothing). For offline analyses."""
-    out = base(input_ids=ids, output_hidden_states=True, use_cache=False, logits_to_keep=1)
-    feats = fused_features(out.hidden_states, draft.config.aux_layer_ids)
+    t guesses x_{t+2}; the last row has no x_{t+1} and means nothing). For offline analyses;
+    hidden_states (text_hidden_states over ids) spares the base's forward when several drafts read one text."""
+    if hidden_states is None:
+        hidden_states = text_hidden_states(base, ids)
+    feats = fused_features(hidden_states, draft.config.aux_layer_ids)
     nxt = torch.cat([ids[:, 1:], ids[:, -1:]], 1)
     return draft(feats, base.get_input_embeddings()(nxt), torch.arange(ids.shape[1], device=ids.device)[None])
 
